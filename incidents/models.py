@@ -1,0 +1,65 @@
+"""Incidents and their audit timeline."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Incident(models.Model):
+    class Severity(models.TextChoices):
+        SEV1 = "sev1", "SEV1 — outage"
+        SEV2 = "sev2", "SEV2 — partial outage"
+        SEV3 = "sev3", "SEV3 — degraded"
+        SEV4 = "sev4", "SEV4 — minor"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        MITIGATING = "mitigating", "Mitigating"
+        RESOLVED = "resolved", "Resolved"
+        CLOSED = "closed", "Closed"
+
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.SEV2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    production_host = models.ForeignKey("rehearsals.ProductionHost", on_delete=models.PROTECT,
+                                        related_name="incidents")
+    broken_service = models.CharField(max_length=100, blank=True,
+                                      help_text="The one service that is down; the rest of the host stays in production.")
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("incidents:detail", args=[self.pk])
+
+
+class TimelineEntry(models.Model):
+    """One audited action: who did what, when. Written by every state change."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
+    rehearsal = models.ForeignKey("rehearsals.Rehearsal", null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="timeline")
+    step_run = models.ForeignKey("rehearsals.StepRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="+", help_text="Empty for actions the system took by itself.")
+    action = models.CharField(max_length=40)
+    message = models.TextField()
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        verbose_name_plural = "timeline entries"
+
+    def __str__(self) -> str:
+        who = self.actor.username if self.actor else "system"
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.action}: {self.message}"

@@ -1,0 +1,40 @@
+"""Roles. ``ops`` run and approve; ``managers`` only read. One place decides,
+and views, the JSON API, WebSocket consumers and services all ask it."""
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+
+OPS = "ops"
+MANAGERS = "managers"
+
+
+def _groups(user) -> set[str]:
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    cached = getattr(user, "_understudy_groups", None)
+    if cached is None:
+        cached = set(user.groups.values_list("name", flat=True))
+        user._understudy_groups = cached
+    return cached
+
+
+def can_operate(user) -> bool:
+    return bool(getattr(user, "is_authenticated", False)) and (user.is_superuser or OPS in _groups(user))
+
+
+def can_read(user) -> bool:
+    return can_operate(user) or MANAGERS in _groups(user)
+
+
+def require_operator(user) -> None:
+    if not can_operate(user):
+        raise PermissionDenied("only members of the 'ops' group can run, approve or change rehearsals")
+
+
+def require_reader(user) -> None:
+    if not can_read(user):
+        raise PermissionDenied("you need the 'ops' or 'managers' role to see incidents")
+
+
+def roles_context(request) -> dict:
+    return {"can_operate": can_operate(request.user), "can_read": can_read(request.user)}

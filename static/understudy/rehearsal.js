@@ -1,0 +1,243 @@
+// Rehearsal page: renders steps from the API state, streams step events over a
+// WebSocket (replay-then-live, resumable by per-step-run seq), sends actions.
+(function () {
+  "use strict";
+  const cfg = window.UNDERSTUDY;
+  const MAX_LINES = 5000; // per step run in the DOM; older lines are counted, not rendered
+  let state = JSON.parse(document.getElementById("initial-state").textContent);
+  const lastSeq = {};      // step_run id -> highest seq received
+  const logs = {};         // step_run id -> [{line, stream}]
+  const dropped = {};      // step_run id -> number of lines not kept in the DOM
+  const progress = {};     // step_run id -> latest progress payload
+  const phase = {};        // step_run id -> latest phase name
+  let ws = null, retryMs = 500, refreshTimer = null;
+
+  const $ = (sel, el) => (el || document).querySelector(sel);
+  const h = (tag, attrs, ...kids) => {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v; else if (k.startsWith("data-")) el.setAttribute(k, v);
+      else if (k === "text") el.textContent = v; else el[k] = v;
+    }
+    for (const kid of kids) if (kid !== null && kid !== undefined) el.append(kid);
+    return el;
+  };
+  const fmtBytes = (n) => {
+    if (n === null || n === undefined) return "?";
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+  };
+  const fmtSecs = (s) => s === null || s === undefined ? "" : s < 90 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
+
+  function progressText(p) {
+    if (!p) return "";
+    const isBytes = p.unit === "bytes";
+    const done = isBytes ? fmtBytes(p.done) : p.done;
+    const total = p.total === null || p.total === undefined ? "?" : isBytes ? fmtBytes(p.total) : p.total;
+    let t = `${done} / ${total} ${isBytes ? "" : p.unit}`;
+    if (p.rate) t += ` · ${isBytes ? fmtBytes(p.rate) + "/s" : p.rate.toFixed(1) + "/s"}`;
+    if (p.eta) t += ` · ETA ${fmtSecs(p.eta)}`;
+    return t;
+  }
+
+  function actionButton(label, action, extra, opts) {
+    const b = h("button", { type: "button", text: label, class: (opts && opts.cls) || "" });
+    b.dataset.action = action;
+    b.addEventListener("click", () => {
+      const data = Object.assign({}, extra);
+      if (opts && opts.noteFrom) {
+        data.note = opts.noteFrom.value;
+      }
+      send(action, data);
+    });
+    return b;
+  }
+
+  function renderStep(step) {
+    const run = step.run;
+    const status = run ? run.status : "not_started";
+    const li = h("li", { class: `step st-${status}${step.is_next ? " next" : ""}`, id: `step-${step.id}` });
+    li.dataset.status = status;
+    const head = h("div", { class: "step-head" },
+      h("span", { class: "pos", text: String(step.position) }),
+      h("span", { class: "title", text: step.title }),
+      h("span", { class: "kind", text: `${step.kind} → ${step.target}` }),
+      step.needs_approval ? h("span", { class: "tag", text: "needs approval" }) : null,
+      h("span", { class: `badge st-${status}`, text: run ? `${run.status_label}${run.attempt > 1 ? " (attempt " + run.attempt + ")" : ""}` : "Not started" }),
+      h("span", { class: "est", text: `est. ${fmtSecs(step.estimated_seconds)}${run && run.duration !== null ? " · took " + fmtSecs(run.duration) : ""}` }),
+    );
+    li.append(head);
+    if (step.summary) li.append(h("pre", { class: "summary", text: step.summary }));
+    if (run) {
+      const p = progress[run.id] || (run.progress && Object.keys(run.progress).length ? run.progress : null);
+      if (p || status === "running") {
+        const pct = p && p.total ? Math.min(100, (100 * p.done) / p.total) : null;
+        const bar = h("div", { class: "progress" + (pct === null ? " indeterminate" : "") },
+          h("div", { class: "bar" }));
+        bar.firstChild.style.width = pct === null ? "100%" : `${pct.toFixed(1)}%`;
+        li.append(h("div", { class: "progress-row" }, bar,
+          h("span", { class: "progress-text", text: (phase[run.id] ? `[${phase[run.id]}] ` : "") + progressText(p) })));
+      }
+      if (run.error) li.append(h("p", { class: "error", text: run.error }));
+      if (run.approval) {
+        const a = run.approval;
+        li.append(h("p", { class: "muted", text: a.decision === "pending"
+          ? `Approval requested by ${a.requested_by}; another ops member must approve.`
+          : `${a.decision} by ${a.approver}${a.note ? ": " + a.note : ""}` }));
+      }
+      if (run.result && run.result.note) li.append(h("p", { class: "muted", text: `Note: ${run.result.note}` }));
+      const pre = h("pre", { class: "log", id: `log-${run.id}` });
+      fillLog(pre, run.id);
+      li.append(pre);
+    }
+    if (cfg.canOperate && state.status === "running") {
+      const bar = h("div", { class: "row actions" });
+      const note = h("input", { type: "text", placeholder: "note", class: "note" });
+      if (run && run.status === "awaiting_approval") {
+        bar.append(note, actionButton("Approve", "approve", { step_run: run.id }, { noteFrom: note }),
+          actionButton("Reject", "reject", { step_run: run.id }, { noteFrom: note, cls: "danger" }));
+      } else if (run && run.status === "awaiting_confirmation") {
+        bar.append(note, actionButton("Confirm", "confirm", { step_run: run.id }, { noteFrom: note }));
+      } else if (run && (run.status === "failed" || run.status === "cancelled")) {
+        bar.append(actionButton("Retry", "retry", { step_run: run.id }));
+      } else if (step.is_next && !run) {
+        bar.append(actionButton("Run step", "advance", {}));
+      }
+      if (step.is_next && (!run || ["failed", "cancelled", "awaiting_approval", "awaiting_confirmation"].includes(run.status))) {
+        if (!bar.contains(note)) bar.append(note);
+        bar.append(actionButton("Skip", "skip", { step: step.id }, { noteFrom: note, cls: "secondary" }));
+      }
+      if (bar.childElementCount) li.append(bar);
+    }
+    return li;
+  }
+
+  function fillLog(pre, runId) {
+    const lines = logs[runId] || [];
+    pre.textContent = "";
+    if (dropped[runId]) pre.append(h("span", { class: "muted", text: `… ${dropped[runId]} earlier lines not shown (see the API)\n` }));
+    for (const l of lines) pre.append(h("span", { class: `ln ${l.stream}`, text: l.line + "\n" }));
+    pre.hidden = lines.length === 0 && !dropped[runId];
+  }
+
+  function render() {
+    const ol = $("#steps");
+    ol.replaceChildren(...state.steps.map(renderStep));
+    const badge = $("#rehearsal-status");
+    badge.textContent = state.status_label;
+    badge.className = `badge st-${state.status}`;
+    const start = $("#btn-start"), cancel = $("#btn-cancel");
+    if (start) start.hidden = state.status !== "pending";
+    if (cancel) cancel.hidden = ["succeeded", "cancelled"].includes(state.status);
+    if (state.timeline) renderTimeline(state.timeline);
+  }
+
+  function renderTimeline(entries) {
+    const tbody = h("tbody");
+    for (const e of entries) {
+      tbody.append(h("tr", {}, h("td", { text: e.at }), h("td", { text: e.actor || "system" }),
+        h("td", {}, h("code", { text: e.action })), h("td", { text: e.message })));
+    }
+    const table = $("#timeline table");
+    if (table) table.replaceChild(tbody, table.tBodies[0]);
+  }
+
+  function appendLine(runId, line, stream) {
+    const list = (logs[runId] = logs[runId] || []);
+    list.push({ line, stream });
+    const pre = document.getElementById(`log-${runId}`);
+    if (list.length > MAX_LINES) {
+      list.shift();
+      dropped[runId] = (dropped[runId] || 0) + 1;
+      if (pre && pre.firstChild && pre.firstChild.classList.contains("ln")) pre.removeChild(pre.firstChild);
+    }
+    if (pre) {
+      pre.hidden = false;
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(h("span", { class: `ln ${stream}`, text: line + "\n" }));
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    }
+  }
+
+  function onFrame(f) {
+    if (f.type === "status") { scheduleRefresh(); return; }
+    if (f.type !== "event") return;
+    const prev = lastSeq[f.step_run] || 0;
+    if (f.seq <= prev) return; // never show a line twice
+    lastSeq[f.step_run] = f.seq;
+    if (f.kind === "log") appendLine(f.step_run, f.payload.line, f.payload.stream);
+    else if (f.kind === "progress") { progress[f.step_run] = f.payload; updateProgress(f.step_run); }
+    else if (f.kind === "phase") { phase[f.step_run] = f.payload.name; updateProgress(f.step_run); }
+  }
+
+  function updateProgress(runId) {
+    const step = state.steps.find((s) => s.run && s.run.id === runId);
+    if (!step) return;
+    const li = document.getElementById(`step-${step.id}`);
+    const text = li && $(".progress-text", li);
+    if (!text) { scheduleRefresh(); return; }
+    const p = progress[runId];
+    text.textContent = (phase[runId] ? `[${phase[runId]}] ` : "") + progressText(p);
+    const pct = p && p.total ? Math.min(100, (100 * p.done) / p.total) : null;
+    const bar = $(".progress", li);
+    bar.classList.toggle("indeterminate", pct === null);
+    $(".bar", li).style.width = pct === null ? "100%" : `${pct.toFixed(1)}%`;
+  }
+
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(refresh, 150);
+  }
+
+  async function refresh() {
+    refreshTimer = null;
+    const r = await fetch(cfg.api, { credentials: "same-origin" });
+    if (r.ok) { state = await r.json(); render(); }
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const after = encodeURIComponent(JSON.stringify(lastSeq));
+    ws = new WebSocket(`${proto}://${location.host}/ws/rehearsals/${cfg.rehearsal}/?after=${after}`);
+    const live = $("#live");
+    ws.onopen = () => { retryMs = 500; live.textContent = "live"; live.className = "live on"; };
+    ws.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.type === "batch") msg.frames.forEach(onFrame);
+      else if (msg.type === "replayed") scheduleRefresh();
+      else if (msg.type === "action.result") showActionResult(msg);
+    };
+    ws.onclose = (ev) => {
+      live.textContent = ev.code === 4403 ? "no access" : "reconnecting…"; live.className = "live off";
+      if (ev.code === 4403 || ev.code === 4404) return;
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, 10000);
+    };
+  }
+
+  function showActionResult(msg) {
+    const p = $("#action-error");
+    if (msg.ok) { p.hidden = true; scheduleRefresh(); }
+    else { p.textContent = msg.error; p.hidden = false; }
+  }
+
+  async function send(action, data) {
+    const r = await fetch(cfg.actionUrl + action + "/", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
+      body: JSON.stringify(data || {}),
+    });
+    let body = {};
+    try { body = await r.json(); } catch (e) { body = { ok: false, error: `HTTP ${r.status}` }; }
+    if (body.state) { state = body.state; render(); }
+    showActionResult({ ok: r.ok && body.ok, error: body.error || `HTTP ${r.status}` });
+  }
+
+  document.querySelectorAll("#toolbar button[data-action]").forEach((b) =>
+    b.addEventListener("click", () => send(b.dataset.action, {})));
+  window.understudyDebug = { lastSeq, logs };
+  render();
+  connect();
+})();

@@ -1,0 +1,69 @@
+"""In a real browser: an ops user starts the seed runbook's rehearsal and watches the first
+command step's output arrive live; a manager sees the same page without any controls."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from rehearsals import services
+from rehearsals.models import Runbook, StepSpec
+from rehearsals.seed import load_seed_runbook
+
+from .conftest import login
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def seed_rehearsal(users, prod_host_row, worker_hypervisor):
+    from incidents.models import Incident
+
+    incident = Incident.objects.create(title="minidb down", production_host=prod_host_row,
+                                       broken_service="minidb", opened_by=users["alice"])
+    runbook = load_seed_runbook(Runbook, StepSpec)
+    return services.create_rehearsal(incident, runbook, worker_hypervisor, users["alice"])
+
+
+def test_ops_starts_seed_rehearsal_and_sees_first_step_output(seed_rehearsal, live_server_url, browser):
+    page = browser.new_page()
+    login(page, live_server_url, "alice", "alice-pass-123")
+    page.goto(f"{live_server_url}/rehearsals/{seed_rehearsal.pk}/")
+    expect(page.locator("#live")).to_have_text("live")
+    steps = page.locator("#steps > li")
+    expect(steps).to_have_count(11)
+    page.click("#btn-start")
+    first = page.locator("#steps > li").first
+    # the service is stopped on the production host; its status line streams back
+    expect(first.locator("pre.log")).to_contain_text(re.compile(r"minidb (stopped|not running)"), timeout=30000)
+    expect(first.locator("pre.log")).to_contain_text("down")
+    expect(first.locator(".badge")).to_have_text("Succeeded", timeout=30000)
+    # the next step (the clone) is offered, and the timeline shows who did what
+    expect(page.locator("#steps > li").nth(1).locator("button[data-action=advance]")).to_be_visible()
+    expect(page.locator("#timeline")).to_contain_text("Started rehearsal")
+
+
+def test_output_arrives_while_the_step_is_still_running(users, prod_host_row, worker_hypervisor, live_server_url,
+                                                        browser, make_rehearsal):
+    r = make_rehearsal(prod_host_row, [{"kind": "command", "title": "slow ticker", "params": {
+        "command": "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done"}}], on=worker_hypervisor)
+    page = browser.new_page()
+    login(page, live_server_url, "alice", "alice-pass-123")
+    page.goto(f"{live_server_url}/rehearsals/{r.pk}/")
+    expect(page.locator("#live")).to_have_text("live")
+    page.click("#btn-start")
+    step = page.locator("#steps > li").first
+    expect(step.locator("pre.log")).to_contain_text("tick 2", timeout=20000)
+    # seen before the command finished: the badge still says Running
+    assert "Running" in step.locator(".badge").inner_text()
+    expect(step.locator(".badge")).to_have_text("Succeeded", timeout=20000)
+    expect(step.locator("pre.log")).to_contain_text("tick 6")
+
+
+def test_manager_sees_the_rehearsal_but_no_controls(seed_rehearsal, live_server_url, browser):
+    page = browser.new_page()
+    login(page, live_server_url, "mona", "mona-pass-123")
+    page.goto(f"{live_server_url}/rehearsals/{seed_rehearsal.pk}/")
+    expect(page.locator("#steps > li")).to_have_count(11)
+    expect(page.locator("text=only ops can run or approve")).to_be_visible()
+    assert page.locator("#btn-start").count() == 0
+    assert page.locator("button[data-action]").count() == 0

@@ -1,0 +1,161 @@
+"""Shared fixtures: users with roles, inventory rows, and the test hosts plugin.
+
+Tests run against whatever the environment says: embedded defaults (SQLite,
+in-memory channel layer) or the full stack (DATABASE_URL=postgres://...,
+REDIS_URL=redis://...) as in CI.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "understudy.settings")
+
+pytest_plugins = ["tests.fixtures.testhosts"] if importlib.util.find_spec("tests.fixtures.testhosts") else []
+
+
+@pytest.fixture
+def users(db):
+    from django.contrib.auth.models import Group, User
+
+    ops, _ = Group.objects.get_or_create(name="ops")
+    managers, _ = Group.objects.get_or_create(name="managers")
+    alice = User.objects.create_user("alice", password="alice-pass-123")
+    bob = User.objects.create_user("bob", password="bob-pass-123")
+    mona = User.objects.create_user("mona", password="mona-pass-123")
+    alice.groups.add(ops)
+    bob.groups.add(ops)
+    mona.groups.add(managers)
+    return {"alice": alice, "bob": bob, "mona": mona}
+
+
+@pytest.fixture
+def hypervisor(db, tmp_path):
+    from rehearsals.models import Hypervisor
+
+    return Hypervisor.objects.create(name="hv-test", libvirt_uri="test:///default", queue="hv-test",
+                                     storage_dir=str(tmp_path / "hv"))
+
+
+@pytest.fixture
+def host_row(db):
+    """A ProductionHost row that nothing listens for (for state-machine tests)."""
+    from rehearsals.models import ProductionHost
+
+    return ProductionHost.objects.create(
+        name="db01", address="127.0.0.1", port=1, user="root",
+        host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
+
+
+@pytest.fixture
+def make_rehearsal(users, hypervisor):
+    from incidents.models import Incident
+    from rehearsals import services
+    from rehearsals.models import Runbook, StepSpec
+
+    def make(host, steps: list[dict], *, name: str = "rb", user=None, on=None):
+        user = user or users["alice"]
+        incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
+                                           opened_by=user)
+        runbook = Runbook.objects.create(name=name, version=1)
+        for i, s in enumerate(steps, start=1):
+            StepSpec.objects.create(runbook=runbook, position=i, kind=s["kind"], title=s.get("title", s["kind"]),
+                                    params=s.get("params", {}), target=s.get("target", "production"),
+                                    needs_approval=s.get("needs_approval", False))
+        return services.create_rehearsal(incident, runbook, on or hypervisor, user)
+
+    return make
+
+
+# ---------------------------------------------------------------- a real Celery worker
+
+def _database_url_for_subprocess() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def worker_queue() -> str:
+    import uuid
+
+    return f"hv-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def celery_worker(transactional_db, worker_queue, tmp_path_factory):
+    """A Celery worker consuming ``worker_queue``.
+
+    Full stack (REDIS_URL set, as in CI): a separate ``celery worker`` process on the
+    Redis broker, using the test database. Embedded default: the in-process worker
+    thread on the memory transport, as ``manage.py demo`` runs it.
+    """
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        from workers.inprocess import start_inprocess_worker
+
+        start_inprocess_worker([worker_queue])
+        yield {"mode": "in-process", "queue": worker_queue}
+        return
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), UNDERSTUDY_INPROCESS_WORKER="0")
+    name = f"{worker_queue}@%h"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "understudy", "worker", "-Q", worker_queue, "-n", name,
+         "--pool", "threads", "--concurrency", "2", "--without-heartbeat", "--without-mingle",
+         "--without-gossip", "--loglevel", "INFO"],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {"mode": "process", "queue": worker_queue, "pid": proc.pid, "log": log}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def worker_hypervisor(celery_worker, tmp_path):
+    from rehearsals.models import Hypervisor
+
+    return Hypervisor.objects.create(name=f"hv-{celery_worker['queue']}", libvirt_uri="test:///default",
+                                     queue=celery_worker["queue"], storage_dir=str(tmp_path / "hv"))
+
+
+@pytest.fixture
+def prod_host_row(production_host):
+    """The running sshd production test host, registered as a ProductionHost with its pinned key."""
+    from rehearsals.models import ProductionHost
+
+    return ProductionHost.objects.create(
+        name=production_host.hostname, address=production_host.address, port=production_host.port,
+        user=production_host.user, key_path=str(production_host.client_key_path),
+        host_key=production_host.host_public_key)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

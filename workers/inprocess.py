@@ -1,0 +1,36 @@
+"""The embedded default: a Celery worker thread inside the web process.
+
+With the in-memory transport and the in-memory channel layer, the web server,
+the worker and the websocket consumers share one process, so nothing has to be
+installed. The full stack runs ``celery -A understudy worker -Q <queue>`` per
+hypervisor instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+_started: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def start_inprocess_worker(queues: list[str] | None = None, concurrency: int = 2):
+    """Start (once) a worker thread consuming ``queues`` (default: every hypervisor's)."""
+    from understudy.celery import app
+
+    with _lock:
+        if "worker" in _started:
+            return _started["worker"]
+        if queues is None:
+            from rehearsals.models import Hypervisor
+
+            queues = sorted(set(Hypervisor.objects.values_list("queue", flat=True)) | {"understudy"})
+        worker = app.WorkController(pool_cls="threads", concurrency=concurrency, queues=queues,
+                                    loglevel="INFO", without_heartbeat=True, without_mingle=True,
+                                    without_gossip=True)
+        thread = threading.Thread(target=worker.start, name="celery-inprocess", daemon=True)
+        thread.start()
+        _started["worker"] = worker
+        log.info("in-process Celery worker consuming %s", ", ".join(queues))
+        return worker
