@@ -44,9 +44,13 @@ class StepContext:
         return self.rehearsal.incident.production_host.endpoint()
 
     def clone_endpoint(self) -> Endpoint:
-        clone = getattr(self.rehearsal, "clone", None)
-        if clone is None:
-            raise StepFailed("this rehearsal has no running clone yet: run the clone step first")
+        from .models import Clone
+
+        clone = Clone.objects.filter(rehearsal=self.rehearsal).first()
+        if clone is None or clone.status != Clone.Status.RUNNING:
+            raise StepFailed("this rehearsal has no running clone"
+                             + ("" if clone is None else f" (the clone is {clone.get_status_display().lower()})")
+                             + ": run the clone step first")
         return clone.endpoint()
 
     def endpoint(self, target: str | None = None) -> Endpoint:

@@ -274,3 +274,44 @@ class Approval(models.Model):
 
     class Meta:
         ordering = ["-requested_at"]
+
+
+class Clone(models.Model):
+    """The VM a rehearsal cloned production into, and how to reach it.
+
+    Later steps with target=clone connect to ``endpoint()``; the pinned key is
+    the one generated when the clone was fixed up, never a key learned later.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        RUNNING = "running", "Running"
+        FAILED = "failed", "Failed"
+        DESTROYED = "destroyed", "Destroyed"
+
+    rehearsal = models.OneToOneField(Rehearsal, on_delete=models.CASCADE, related_name="clone")
+    hypervisor = models.ForeignKey(Hypervisor, on_delete=models.PROTECT, related_name="clones")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    domain_name = models.CharField(max_length=200, blank=True)
+    disk_path = models.CharField(max_length=500, blank=True)
+    staging_dir = models.CharField(max_length=500, blank=True)
+    address = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(default=22)
+    user = models.CharField(max_length=64, default="root")
+    key_path = models.CharField(max_length=500, blank=True)
+    host_key = models.TextField(blank=True)
+    point_in_time = models.DateTimeField(null=True, blank=True,
+                                         help_text="When the copy of production started: newer production data "
+                                                   "is not in the clone.")
+    consistency = models.JSONField(default=dict, blank=True,
+                                   help_text="Files that changed or vanished during the copy.")
+    keep = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.domain_name or f"clone of rehearsal #{self.rehearsal_id}"
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(host=self.address, port=self.port, user=self.user, key_path=self.key_path or None,
+                        host_key=self.host_key, label=f"clone {self}")

@@ -159,3 +159,36 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     return predicate()
+
+
+@pytest.fixture
+def register_clone():
+    """Register a running test host as a rehearsal's clone (stands in for a VM until the clone step ran)."""
+    from django.utils import timezone
+
+    from rehearsals.models import Clone
+
+    def register(rehearsal, host) -> "Clone":
+        return Clone.objects.create(
+            rehearsal=rehearsal, hypervisor=rehearsal.hypervisor, status=Clone.Status.RUNNING,
+            domain_name=f"test-clone-{rehearsal.pk}", address=host.address, port=host.port, user=host.user,
+            key_path=str(host.client_key_path), host_key=host.host_public_key, point_in_time=timezone.now())
+
+    return register
+
+
+def run_step_to_end(rehearsal, user, timeout: float = 60):
+    """Start (or advance) a rehearsal and wait for the step's worker to finish it."""
+    from rehearsals import services
+    from rehearsals.models import Rehearsal, StepRun
+
+    rehearsal.refresh_from_db()
+    if rehearsal.status == Rehearsal.Status.PENDING:
+        run = services.start(rehearsal, user)
+    else:
+        run = services.advance(rehearsal, user)
+    final = {StepRun.Status.SUCCEEDED, StepRun.Status.FAILED}
+    wait_until(lambda: StepRun.objects.get(pk=run.pk).status in final, timeout=timeout)
+    run = StepRun.objects.get(pk=run.pk)
+    assert run.status in final, f"step still {run.status} after {timeout}s"
+    return run

@@ -56,4 +56,4 @@ class Registry:
 registry = Registry()
 
 # Importing the kind modules registers them.
-from . import command, manual, planned  # noqa: E402,F401
+from . import check, command, diff, import_backup, manual, planned  # noqa: E402,F401

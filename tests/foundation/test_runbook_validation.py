@@ -44,8 +44,8 @@ def test_unknown_kind_and_wrong_target_are_rejected(db):
 def test_nested_checks_are_validated(db):
     errors = registry.validate("check", {"checks": [{"type": "http", "name": "web", "url": "ftp://x"},
                                                     {"type": "smoke", "name": "?"}]}, "clone")
-    assert any("checks[0].url" in e for e in errors)
-    assert any("checks[1].type: 'smoke' is not one of" in e for e in errors)
+    assert any("check #1 (web): url must start with http://" in e for e in errors)
+    assert any("check #2: type must be one of" in e and "'smoke'" in e for e in errors)
 
 
 def test_model_clean_reports_param_errors(db):
