@@ -68,6 +68,14 @@ def _skip(r, user, data):
     return "Skipped"
 
 
+def _select(r, user, data):
+    ids = data.get("findings")
+    if not isinstance(ids, list) or not all(isinstance(i, int) or str(i).isdigit() for i in ids):
+        raise ActionError("findings must be a list of finding ids")
+    n = services.select_findings(_step_run(r, data), user, [int(i) for i in ids])
+    return f"{n} file(s) selected for sync-back"
+
+
 def _cancel(r, user, data):
     services.cancel(r, user, note=_note(data))
     return "Cancelled"
@@ -75,7 +83,7 @@ def _cancel(r, user, data):
 
 ACTIONS: dict[str, Callable[[Rehearsal, Any, dict], str]] = {
     "start": _start, "advance": _advance, "approve": _approve, "reject": _reject, "confirm": _confirm,
-    "retry": _retry, "skip": _skip, "cancel": _cancel,
+    "retry": _retry, "skip": _skip, "cancel": _cancel, "select": _select,
 }
 
 

@@ -60,22 +60,29 @@ class StepContext:
     def connect(self, endpoint: Endpoint) -> Session:
         return Session.connect(endpoint)
 
+    @property
+    def approved_plan(self) -> dict[str, Any] | None:
+        return services.approved_plan(self.step_run)
+
     def is_cancelled(self) -> bool:
         return StepRun.objects.filter(pk=self.step_run.pk, status=StepRun.Status.CANCELLED).exists()
 
 
-def execute_step_run(step_run_id: int) -> str:
+def execute_step_run(step_run_id: int, phase: str = "run") -> str:
+    """``phase``: "run" executes the step; "preview" computes the plan an approver will see."""
     close_old_connections()
     run = StepRun.objects.select_related("rehearsal__incident__production_host", "rehearsal__hypervisor",
                                          "step").get(pk=step_run_id)
-    if not services.mark_running(run):
-        log.info("step run %s is %s; not running it", run.pk, run.status)
+    ready = services.mark_preparing(run) if phase == "preview" else services.mark_running(run)
+    if not ready:
+        log.info("step run %s is %s; not running its %s", run.pk, run.status, phase)
         return "not-run"
     kind = registry.get(run.step.kind)
     sink = StepEventSink(run)
     ok, result, error = False, {}, ""
     try:
-        result = kind.run(StepContext(run, sink)) or {}
+        ctx = StepContext(run, sink)
+        result = (kind.preview(ctx) if phase == "preview" else kind.run(ctx)) or {}
         ok = True
     except StepFailed as exc:
         error, result = str(exc), exc.result
@@ -86,5 +93,8 @@ def execute_step_run(step_run_id: int) -> str:
         sink.log(error, "stderr")
     finally:
         sink.close()
+    if ok and phase == "preview":
+        services.request_approval(run, result)
+        return "awaiting-approval"
     services.mark_finished(run, ok=ok, result=result, error=error)
     return "succeeded" if ok else "failed"

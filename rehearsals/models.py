@@ -198,6 +198,7 @@ class Rehearsal(models.Model):
 
 class StepRun(models.Model):
     class Status(models.TextChoices):
+        PREPARING = "preparing", "Preparing the preview"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
@@ -207,13 +208,16 @@ class StepRun(models.Model):
         SKIPPED = "skipped", "Skipped"
         CANCELLED = "cancelled", "Cancelled"
 
-    ACTIVE = {Status.QUEUED, Status.RUNNING, Status.AWAITING_APPROVAL, Status.AWAITING_CONFIRMATION}
+    ACTIVE = {Status.PREPARING, Status.QUEUED, Status.RUNNING, Status.AWAITING_APPROVAL,
+              Status.AWAITING_CONFIRMATION}
     DONE = {Status.SUCCEEDED, Status.SKIPPED}
 
     rehearsal = models.ForeignKey(Rehearsal, on_delete=models.CASCADE, related_name="step_runs")
     step = models.ForeignKey(StepSpec, on_delete=models.PROTECT, related_name="runs")
     attempt = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+", help_text="Who ran (or retried) this attempt.")
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

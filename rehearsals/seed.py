@@ -14,7 +14,7 @@ BACKUP = "/var/backups/minidb/latest.tar.gz"
 
 SEED_STEPS: list[dict] = [
     {"kind": "command", "target": "production", "title": "Disable the broken service (the server stays in production)",
-     "params": {"command": "minidb-service stop; minidb-service status; true", "timeout": 60},
+     "params": {"command": "minidb-service disable && minidb-service status", "expect_exit": 3, "timeout": 60},
      "estimated_seconds": 30},
     {"kind": "clone", "target": "production", "title": "Clone the live server into an isolated VM (P2V, no downtime)",
      "params": {"pre_command": "sync", "exclude": ["/var/cache"], "disable_services": ["minidb-load"]},
@@ -28,7 +28,8 @@ SEED_STEPS: list[dict] = [
     {"kind": "check", "target": "clone", "title": "Acceptance checks on the clone",
      "params": {"checks": [
          {"type": "command", "name": "every datafile passes dbverify", "command": f"dbverify {DATA}/*.dbf"},
-         {"type": "command", "name": "the service starts", "command": "minidb-service start && minidb-service status"},
+         {"type": "command", "name": "the service starts",
+          "command": "minidb-service enable && minidb-service start && minidb-service status"},
      ]},
      "estimated_seconds": 300},
     {"kind": "diff", "target": "clone", "title": "Find the datafiles that are really corrupted on production",
@@ -50,7 +51,8 @@ SEED_STEPS: list[dict] = [
                                 "dashboards; confirm with what you looked at."},
      "estimated_seconds": 900},
     {"kind": "command", "target": "production", "title": "Re-enable the service",
-     "params": {"command": "minidb-service start && minidb-service status", "timeout": 120},
+     "params": {"command": "minidb-service enable && minidb-service start && minidb-service status",
+                "timeout": 120},
      "estimated_seconds": 30},
 ]
 

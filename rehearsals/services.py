@@ -57,14 +57,14 @@ def _announce(step_run: StepRun) -> None:
     transaction.on_commit(lambda: publish_status(StepRun.objects.select_related("rehearsal").get(pk=step_run.pk)))
 
 
-def _dispatch(step_run: StepRun) -> None:
+def _dispatch(step_run: StepRun, phase: str = "run") -> None:
     """Queue the step's task on the rehearsal's hypervisor queue once committed."""
     from workers.tasks import run_step  # tasks import this module
 
     queue = step_run.rehearsal.hypervisor.queue
 
     def send() -> None:
-        res = run_step.apply_async(args=[step_run.pk], queue=queue)
+        res = run_step.apply_async(args=[step_run.pk, phase], queue=queue)
         StepRun.objects.filter(pk=step_run.pk).update(task_id=res.id)
 
     transaction.on_commit(send)
@@ -139,8 +139,16 @@ def _advance_locked(rehearsal: Rehearsal, user) -> StepRun:
 
 def _begin_attempt(rehearsal: Rehearsal, spec: StepSpec, user, *, attempt: int) -> StepRun:
     kind = registry.get(spec.kind)
-    run = StepRun.objects.create(rehearsal=rehearsal, step=spec, attempt=attempt, status=S.QUEUED)
-    if spec.needs_approval:
+    run = StepRun.objects.create(rehearsal=rehearsal, step=spec, attempt=attempt, status=S.QUEUED,
+                                 requested_by=user)
+    if spec.needs_approval and kind.has_preview:
+        run.status = S.PREPARING
+        run.save(update_fields=["status"])
+        record(rehearsal.incident, user, "step.preparing",
+               f"Preparing the preview of step {spec.position} ({spec.title}) for approval",
+               rehearsal=rehearsal, step_run=run)
+        _dispatch(run, "preview")
+    elif spec.needs_approval:
         run.status = S.AWAITING_APPROVAL
         run.save(update_fields=["status"])
         Approval.objects.create(step_run=run, requested_by=user)
@@ -323,7 +331,63 @@ def _finish_if_done(rehearsal: Rehearsal) -> None:
                f"Rehearsal #{rehearsal.pk} completed every step", rehearsal=rehearsal)
 
 
+@transaction.atomic
+def select_findings(step_run: StepRun, user, selected_ids: list[int]) -> int:
+    """Choose which of a diff's findings go back to production (before sync-back runs)."""
+    from incidents.models import Finding
+
+    require_operator(user)
+    run = _lock_run(step_run)
+    if run.step.kind != "diff" or run.status != S.SUCCEEDED:
+        raise TransitionError("findings can be selected only from a diff step that succeeded")
+    later = run.rehearsal.step_runs.filter(step__kind="sync_back",
+                                           status__in=[S.QUEUED, S.RUNNING, S.SUCCEEDED]).exists()
+    if later:
+        raise TransitionError("a sync-back already used this selection; it cannot change any more")
+    findings = Finding.objects.filter(step_run=run)
+    wanted = set(selected_ids)
+    unknown = wanted - set(findings.values_list("pk", flat=True))
+    if unknown:
+        raise TransitionError(f"finding(s) {sorted(unknown)} are not part of this diff")
+    findings.update(selected=False)
+    findings.filter(pk__in=wanted).update(selected=True)
+    chosen = list(findings.filter(selected=True).values_list("path", flat=True))
+    record(run.rehearsal.incident, user, "findings.selected",
+           f"Selected {len(chosen)} file(s) for sync-back: {', '.join(chosen[:20])}"
+           + (" ..." if len(chosen) > 20 else ""), rehearsal=run.rehearsal, step_run=run)
+    _announce(run)
+    return len(chosen)
+
+
 # ---------------------------------------------------------------- worker side
+
+@transaction.atomic
+def mark_preparing(step_run: StepRun) -> bool:
+    run = _lock_run(step_run)
+    return run.status == S.PREPARING
+
+
+@transaction.atomic
+def request_approval(step_run: StepRun, plan: dict[str, Any]) -> StepRun | None:
+    """The preview is ready: ask for a second person's approval of exactly this plan."""
+    run = _lock_run(step_run)
+    if run.status != S.PREPARING:
+        return None  # cancelled meanwhile
+    run.status = S.AWAITING_APPROVAL
+    run.result = {"preview": plan}
+    run.save(update_fields=["status", "result"])
+    Approval.objects.create(step_run=run, requested_by=run.requested_by, plan=plan)
+    record(run.rehearsal.incident, run.requested_by, "approval.requested",
+           f"Step {run.step.position} ({run.step.title}) needs a second person's approval of its preview",
+           rehearsal=run.rehearsal, step_run=run)
+    _announce(run)
+    return run
+
+
+def approved_plan(step_run: StepRun) -> dict[str, Any] | None:
+    approval = step_run.approvals.filter(decision=Approval.Decision.APPROVED).order_by("-decided_at").first()
+    return approval.plan if approval else None
+
 
 @transaction.atomic
 def mark_running(step_run: StepRun) -> bool:
@@ -344,7 +408,7 @@ def mark_running(step_run: StepRun) -> bool:
 @transaction.atomic
 def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "") -> StepRun:
     run = _lock_run(step_run)
-    if run.status != S.RUNNING:
+    if run.status not in {S.RUNNING, S.PREPARING}:
         # Cancelled while running: keep the cancellation, but keep the evidence too.
         run.result = result
         run.save(update_fields=["result"])

@@ -20,6 +20,13 @@ def rehearsal_state(rehearsal: Rehearsal) -> dict:
     latest = rehearsal.latest_runs()
     nxt = services.next_step(rehearsal) if rehearsal.status == Rehearsal.Status.RUNNING else None
     steps = []
+    findings_by_run: dict[int, list] = {}
+    for f in rehearsal.findings.order_by("step_run_id", "-selected", "verdict", "path")[:2000]:
+        findings_by_run.setdefault(f.step_run_id, []).append({
+            "id": f.pk, "path": f.path, "change": f.change, "change_label": f.get_change_display(),
+            "verdict": f.verdict, "verdict_label": f.get_verdict_display(), "size_clone": f.size_clone,
+            "size_production": f.size_production, "chunks_differ": f.chunks_differ, "chunk_count": f.chunk_count,
+            "drift": f.drift, "selected": f.selected})
     for spec in rehearsal.runbook.steps.order_by("position"):
         run = latest.get(spec.pk)
         approval = run.approvals.first() if run else None
@@ -36,6 +43,7 @@ def rehearsal_state(rehearsal: Rehearsal) -> dict:
                 "started_at": run.started_at.isoformat() if run.started_at else None,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                 "duration": run.duration_seconds,
+                "findings": findings_by_run.get(run.pk, []),
                 "approval": None if approval is None else {
                     "requested_by": approval.requested_by.username,
                     "approver": approval.approver.username if approval.approver else None,

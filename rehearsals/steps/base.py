@@ -39,5 +39,12 @@ class StepKind:
     def summary(self, params: dict[str, Any]) -> str:
         return ""
 
+    # A kind that needs approval may compute a preview first (in a worker); the
+    # approver sees it, the Approval stores it, and ``run`` gets it as ctx.approved_plan.
+    has_preview: ClassVar[bool] = False
+
+    def preview(self, ctx: "StepContext") -> dict[str, Any]:
+        raise StepFailed(f"step kind {self.name!r} has no preview")
+
     def run(self, ctx: "StepContext") -> dict[str, Any]:
         raise StepFailed(f"step kind {self.name!r} cannot be run by a worker")

@@ -58,7 +58,7 @@
   function renderStep(step) {
     const run = step.run;
     const status = run ? run.status : "not_started";
-    const li = h("li", { class: `step st-${status}${step.is_next ? " next" : ""}`, id: `step-${step.id}` });
+    const li = h("li", { class: `step s-${status}${step.is_next ? " next" : ""}`, id: `step-${step.id}` });
     li.dataset.status = status;
     const head = h("div", { class: "step-head" },
       h("span", { class: "pos", text: String(step.position) }),
@@ -88,6 +88,9 @@
           : `${a.decision} by ${a.approver}${a.note ? ": " + a.note : ""}` }));
       }
       if (run.result && run.result.note) li.append(h("p", { class: "muted", text: `Note: ${run.result.note}` }));
+      if (run.result && run.result.checks) li.append(renderChecks(run.result.checks));
+      if (step.kind === "diff" && run.result && run.result.totals) li.append(renderDiffSummary(run.result));
+      if (run.findings && run.findings.length) li.append(renderFindings(run));
       const pre = h("pre", { class: "log", id: `log-${run.id}` });
       fillLog(pre, run.id);
       li.append(pre);
@@ -112,6 +115,56 @@
       if (bar.childElementCount) li.append(bar);
     }
     return li;
+  }
+
+  function renderChecks(checks) {
+    const tbody = h("tbody");
+    for (const c of checks) {
+      const ev = Object.entries(c.evidence || {}).filter(([k]) => !["type", "stdout_tail", "stderr_tail"].includes(k))
+        .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
+      tbody.append(h("tr", { class: c.ok ? "ok" : "bad" },
+        h("td", {}, h("span", { class: `badge ${c.ok ? "st-succeeded" : "st-failed"}`, text: c.ok ? "pass" : "FAIL" })),
+        h("td", { text: c.name + (c.required ? "" : " (optional)") }), h("td", { class: "muted", text: ev })));
+    }
+    return h("table", { class: "grid checks" },
+      h("thead", {}, h("tr", {}, h("th", { text: "" }), h("th", { text: "Check" }), h("th", { text: "Evidence" }))), tbody);
+  }
+
+  function renderDiffSummary(r) {
+    const t = r.totals || {};
+    return h("p", { class: "diff-summary" },
+      h("strong", { text: `${r.repair_files} file(s), ${fmtBytes(r.repair_bytes)} of ${fmtBytes(r.production_bytes)} ` +
+        `(${r.repair_percent}%) corrupted on production and healthy on the clone` }),
+      ` · ${t.changed_files} file(s) differ in content (${fmtBytes(t.changed_bytes)}), ${t.missing_on_production || 0} missing and ${t.extra_on_production || 0} extra on production · hashed with ${r.algo}` +
+      (r.drifted ? ` · ${r.drifted} changed on production after the clone (drift)` : ""));
+  }
+
+  function renderFindings(run) {
+    const editable = cfg.canOperate && state.status === "running" && run.status === "succeeded" &&
+      !state.steps.some((s) => s.kind === "sync_back" && s.run && ["queued", "running", "succeeded"].includes(s.run.status));
+    const tbody = h("tbody");
+    for (const f of run.findings) {
+      const box = h("input", { type: "checkbox", checked: f.selected, disabled: !editable, className: "pick" });
+      box.dataset.finding = f.id;
+      tbody.append(h("tr", { class: `verdict-${f.verdict || "none"}` },
+        h("td", {}, box), h("td", {}, h("code", { text: f.path })), h("td", { text: f.change_label }),
+        h("td", {}, h("span", { class: `verdict v-${f.verdict || "none"}`, text: f.verdict_label })),
+        h("td", { text: fmtBytes(f.size_production) }),
+        h("td", { text: f.chunk_count ? `${f.chunks_differ}/${f.chunk_count}` : "" }),
+        h("td", { class: f.drift ? "error" : "", text: f.drift || "" })));
+    }
+    const table = h("table", { class: "grid findings" },
+      h("thead", {}, h("tr", {}, ...["sync", "Path", "Change", "Verdict", "Size", "Chunks differ", "Drift"].map((t) => h("th", { text: t })))),
+      tbody);
+    const wrap = h("div", { class: "findings-wrap" }, table);
+    if (editable) {
+      const btn = h("button", { type: "button", class: "secondary", text: "Save selection for sync-back" });
+      btn.dataset.action = "select";
+      btn.addEventListener("click", () => send("select", { step_run: run.id,
+        findings: [...table.querySelectorAll("input.pick:checked")].map((b) => Number(b.dataset.finding)) }));
+      wrap.append(btn);
+    }
+    return wrap;
   }
 
   function fillLog(pre, runId) {

@@ -34,8 +34,8 @@ def test_ops_starts_seed_rehearsal_and_sees_first_step_output(seed_rehearsal, li
     page.click("#btn-start")
     first = page.locator("#steps > li").first
     # the service is stopped on the production host; its status line streams back
-    expect(first.locator("pre.log")).to_contain_text(re.compile(r"minidb (stopped|not running)"), timeout=30000)
-    expect(first.locator("pre.log")).to_contain_text("down")
+    expect(first.locator("pre.log")).to_contain_text(re.compile(r"minidb disabled"), timeout=30000)
+    expect(first.locator("pre.log")).to_contain_text("down (disabled)")
     expect(first.locator(".badge")).to_have_text("Succeeded", timeout=30000)
     # the next step (the clone) is offered, and the timeline shows who did what
     expect(page.locator("#steps > li").nth(1).locator("button[data-action=advance]")).to_be_visible()

@@ -17,7 +17,6 @@ No Django import: ``manage.py demo`` reuses this module.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import fcntl
 import os
 import shutil
@@ -118,12 +117,6 @@ class SSHTarget:
         return ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts_path}",
                 "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-i", str(self.client_key_path), "-p", str(self.port), f"{self.user}@{self.address}", *remote]
-
-
-def _set_pdeathsig() -> None:
-    """In the child before exec: die (SIGKILL) when the Python process that started us dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -238,6 +231,8 @@ class TestHost:
                          self.known_hosts_path, self.rootfs, self.hostname)
 
     def start(self) -> "TestHost":
+        if self._proc is not None or self._stopped:
+            raise TestHostError(f"test host {self.hostname!r} was already started (TestHost objects are single-use)")
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self._given_rootfs is None and not self.rootfs.exists():
@@ -348,6 +343,10 @@ class TestHost:
     # ------------------------------------------------------------------ processes
     def _launch(self) -> None:
         prefix = ["nsenter", f"--net=/run/netns/{self.netns_name}"] if self.netns_name else []
+        if self.die_with_parent:
+            # setpriv (not preexec_fn, which is unsafe in threaded programs): if this Python
+            # process dies, unshare gets SIGKILL, and --kill-child takes the host's init down.
+            prefix = ["setpriv", "--pdeathsig", "KILL", "--"] + prefix
         argv = prefix + ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
                          "--propagation", "private", "/bin/sh", "-c", LAUNCH_SCRIPT, "testhost-launch",
                          str(self.rootfs), self.hostname, f"{self.address}:{self.port}",
@@ -356,7 +355,6 @@ class TestHost:
         t0 = time.monotonic()
         with open(self._launch_log, "wb") as log:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          preexec_fn=_set_pdeathsig if self.die_with_parent else None,
                                           start_new_session=True)
         deadline = t0 + self.start_timeout
         while time.monotonic() < deadline:
@@ -458,6 +456,22 @@ class TestHost:
             _LIVE.discard(self)
         if self._own_workdir and os.environ.get("UNDERSTUDY_KEEP_TESTHOSTS") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def discard_rootfs(self) -> None:
+        """After stop(): keep /var/log (as workdir/logs) and delete a rootfs this host built itself.
+
+        Test fixtures call this so a session does not leave ~60 MB per host behind;
+        ``UNDERSTUDY_KEEP_TESTHOSTS=1`` keeps everything for a post-mortem.
+        """
+        if not self._stopped:
+            raise TestHostError("discard_rootfs() needs a stopped host")
+        if self._given_rootfs is not None or os.environ.get("UNDERSTUDY_KEEP_TESTHOSTS") == "1":
+            return
+        if self.rootfs.is_dir():
+            logs = self.rootfs / "var" / "log"
+            if logs.is_dir():
+                shutil.copytree(logs, self.workdir / "logs", dirs_exist_ok=True, symlinks=True)
+            shutil.rmtree(self.rootfs, ignore_errors=True)
 
     @property
     def running(self) -> bool:

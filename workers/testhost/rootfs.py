@@ -428,7 +428,30 @@ def base_rootfs(extra_binaries: Sequence[str] = ()) -> tuple[Path, bool, float]:
             os.rename(tmp / "root", final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    _prune_stale_bases(cache, keep=final)
     return final, False, time.monotonic() - t0
+
+
+STALE_BASE_SECONDS = 6 * 3600
+
+
+def _prune_stale_bases(cache: Path, keep: Path) -> None:
+    """Remove bases of other (older) inputs not touched for hours: each is ~55 MB.
+
+    Only bases older than STALE_BASE_SECONDS go, so a session still running older code
+    that is copying its base right now is not pulled out from under.
+    """
+    now = time.time()
+    for old in cache.glob("rootfs-*"):
+        if old == keep or not old.is_dir() or ".building." in old.name:
+            continue
+        try:
+            if now - old.stat().st_mtime < STALE_BASE_SECONDS:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        old.with_name(old.name + ".lock").unlink(missing_ok=True)
 
 
 def tree_size(path: Path) -> int:
@@ -491,5 +514,5 @@ def build_rootfs(
             raise RootfsError("with_boot=True needs workers/testhost/boot.py (install_boot)") from exc
         boot.install_boot(dest)
     copy_seconds = time.monotonic() - t0
-    LAST_BUILD = BuildStats(dest, cached, base_seconds, copy_seconds, 0)
+    LAST_BUILD = BuildStats(dest, cached, base_seconds, copy_seconds, tree_size(dest))
     return dest

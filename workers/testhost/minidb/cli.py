@@ -34,7 +34,8 @@ def _fail(msg: str, code: int = 1) -> int:
 
 def main_service(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="minidb-service", description="start/stop/status of the minidb daemon")
-    p.add_argument("action", choices=["start", "stop", "restart", "status", "enable", "disable", "run"])
+    p.add_argument("action", choices=["start", "stop", "restart", "status", "enable", "disable", "checkpoint",
+                                      "run"])
     _home_arg(p)
     a = p.parse_args(argv)
     cfg = svc.Config.from_env(a.home)
@@ -52,6 +53,12 @@ def main_service(argv: list[str] | None = None) -> int:
         cfg.disabled_flag.touch()
         print(f"minidb disabled ({cfg.disabled_flag})")
         return rc
+    if a.action == "checkpoint":  # a pre-clone command: datafiles flushed, control file current
+        try:
+            print(f"checkpoint applied_lsn={_call(cfg, {'op': 'checkpoint'})['applied_lsn']}")
+        except MiniDBError as exc:
+            return _fail(str(exc))
+        return 0
     if a.action == "enable":
         cfg.disabled_flag.unlink(missing_ok=True)
         print("minidb enabled")

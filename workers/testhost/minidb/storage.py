@@ -176,6 +176,7 @@ class _File:
     index: dict[bytes, int] = field(default_factory=dict)
     free: list[int] = field(default_factory=list)  # free payload bytes per page (page 0 = 0)
     bad_pages: dict[int, str] = field(default_factory=dict)
+    last_written: int = 1  # highest page with LSN > 0: new rows go there or to the next page
 
 
 class Database:
@@ -230,6 +231,8 @@ class Database:
                 f.bad_pages[p] = str(exc)
                 continue
             f.free[p] = PAYLOAD_SIZE - page.used
+            if page.lsn:
+                f.last_written = p
             for k, _v in page.rows:
                 f.index[k] = p
         self.files[file_id] = f
@@ -266,6 +269,8 @@ class Database:
         return decode_page(os.pread(f.fh.fileno(), PAGE_SIZE, p * PAGE_SIZE), expect_page=p, expect_file=f.file_id)
 
     def _write(self, f: _File, p: int, lsn: int, rows: list[tuple[bytes, bytes]]) -> None:
+        if lsn:
+            f.last_written = max(f.last_written, p)
         data = encode_page(f.file_id, p, lsn, rows)
         os.pwrite(f.fh.fileno(), data, p * PAGE_SIZE)
         used = sum(ROW_HDR.size + len(k) + len(v) for k, v in rows)
@@ -313,13 +318,18 @@ class Database:
             del rows[i]
             self._write(f, p, lsn, rows)
             del f.index[k]
-        target = next((q for q in range(1, f.npages) if f.free[q] >= need and q not in f.bad_pages), None)
-        while target is None:
-            self._extend(f)
-            target = next((q for q in range(1, f.npages) if f.free[q] >= need), None)
+        # Append-mostly heap: the last written page if the row fits, else the following one(s).
+        # A pure function of the on-disk state (page LSNs), so a re-init + replay lays rows out
+        # exactly like production did, and O(1) per insert however large the file is.
+        target = f.last_written
+        while target in f.bad_pages or target >= f.npages or f.free[target] < need:
+            target += 1
+            if target >= f.npages:
+                self._extend(f)
         page = self._read(f, target)
         self._write(f, target, lsn, page.rows + [(k, v)])
         f.index[k] = target
+        f.last_written = max(f.last_written, target)
         self.applied_lsn = max(self.applied_lsn, lsn)
 
     def apply_record(self, rec: WalRecord, *, log: bool) -> None:
