@@ -1,0 +1,51 @@
+"""Runbooks round-trip through JSON; an invalid runbook is refused whole, with every error."""
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from rehearsals.models import Runbook, StepSpec
+from rehearsals.runbooks import InvalidRunbook, import_runbook, runbook_to_dict
+from rehearsals.seed import load_seed_runbook
+
+
+def test_seed_round_trips_as_a_new_version(db):
+    seed = load_seed_runbook(Runbook, StepSpec)
+    copy = import_runbook(runbook_to_dict(seed))
+    assert copy.name == seed.name and copy.version == seed.version + 1
+    assert runbook_to_dict(copy)["steps"] == runbook_to_dict(seed)["steps"]
+
+
+def test_invalid_runbook_lists_every_error_and_creates_nothing(db):
+    bad = {"name": "broken", "steps": [
+        {"kind": "command", "title": "ok", "params": {"command": "true"}},
+        {"kind": "command", "title": "no command", "params": {}},
+        {"kind": "teleport", "title": "what"},
+        {"kind": "diff", "title": "diff", "target": "clone", "params": {"paths": ["relative"]}, "colour": "red"},
+    ]}
+    with pytest.raises(InvalidRunbook) as err:
+        import_runbook(bad)
+    text = str(err.value)
+    assert "step 2 (no command): command: required" in text
+    assert "step 3 (what): kind: unknown step kind 'teleport'" in text
+    assert "step 4 (diff): unknown key 'colour'" in text
+    assert "step 4 (diff): paths[0]: 'relative' must be an absolute path" in text
+    assert not Runbook.objects.filter(name="broken").exists()
+
+
+def test_commands_export_and_import(db, tmp_path, capsys):
+    seed = load_seed_runbook(Runbook, StepSpec)
+    call_command("runbook", "export", seed.name)
+    exported = capsys.readouterr().out
+    path = tmp_path / "rb.json"
+    path.write_text(exported)
+    call_command("runbook", "import", str(path))
+    assert Runbook.objects.filter(name=seed.name).count() == 2
+    path.write_text(json.dumps({"name": "x", "steps": []}))
+    with pytest.raises(CommandError, match="steps: a non-empty list is required"):
+        call_command("runbook", "import", str(path))
+    path.write_text("{not json")
+    with pytest.raises(CommandError, match="not valid JSON"):
+        call_command("runbook", "import", str(path))
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("runbook", "import", str(tmp_path / "missing.json"))
