@@ -76,6 +76,11 @@ def _select(r, user, data):
     return f"{n} file(s) selected for sync-back"
 
 
+def _destroy_clone(r, user, data):
+    services.destroy_clone(r, user)
+    return "The clone is being destroyed"
+
+
 def _cancel(r, user, data):
     services.cancel(r, user, note=_note(data))
     return "Cancelled"
@@ -84,6 +89,7 @@ def _cancel(r, user, data):
 ACTIONS: dict[str, Callable[[Rehearsal, Any, dict], str]] = {
     "start": _start, "advance": _advance, "approve": _approve, "reject": _reject, "confirm": _confirm,
     "retry": _retry, "skip": _skip, "cancel": _cancel, "select": _select,
+    "destroy_clone": _destroy_clone,
 }
 
 

@@ -58,6 +58,9 @@ class Hypervisor(models.Model):
     domain_type = models.CharField(max_length=8, blank=True, choices=[("", "auto-detect"), ("kvm", "kvm"),
                                                                       ("qemu", "qemu (TCG)")])
     notes = models.TextField(blank=True)
+    last_scan = models.JSONField(default=dict, blank=True,
+                                 help_text="Clone domains libvirt reported at the last scan (leftovers check).")
+    scanned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -309,7 +309,67 @@ def cancel(rehearsal: Rehearsal, user, *, note: str = "") -> Rehearsal:
     rehearsal.save(update_fields=["status", "finished_at"])
     record(rehearsal.incident, user, "rehearsal.cancelled",
            f"Cancelled rehearsal #{rehearsal.pk}" + (f": {note}" if note else ""), rehearsal=rehearsal)
+    _close_clone(rehearsal, user)
     return rehearsal
+
+
+def _close_clone(rehearsal: Rehearsal, actor) -> None:
+    """On rehearsal close the clone goes too, unless the rehearsal keeps it."""
+    if rehearsal.keep_clone:
+        return
+    if _queue_clone_destroy(rehearsal, actor):
+        record(rehearsal.incident, actor, "clone.destroy_requested",
+               "Destroying the clone automatically: the rehearsal closed (keep_clone is off)", rehearsal=rehearsal)
+
+
+# ---------------------------------------------------------------- clones
+
+def _queue_clone_destroy(rehearsal: Rehearsal, actor) -> bool:
+    from workers.tasks import destroy_clone
+
+    from .models import Clone
+
+    clone = Clone.objects.filter(rehearsal=rehearsal).exclude(status=Clone.Status.DESTROYED).first()
+    if clone is None:
+        return False
+    queue = rehearsal.hypervisor.queue
+    actor_id = actor.pk if actor else None
+    transaction.on_commit(lambda: destroy_clone.apply_async(args=[clone.pk, actor_id], queue=queue))
+    return True
+
+
+@transaction.atomic
+def destroy_clone(rehearsal: Rehearsal, user) -> None:
+    """Destroy the rehearsal's clone VM, its disk and staging tree (on its hypervisor's worker)."""
+    require_operator(user)
+    rehearsal = _lock(rehearsal)
+    busy = active_run(rehearsal)
+    if busy and busy.status in {S.QUEUED, S.RUNNING, S.PREPARING}:
+        raise TransitionError(f"step {busy.step.position} is {busy.get_status_display().lower()}; "
+                              f"the clone cannot be destroyed under it")
+    if not _queue_clone_destroy(rehearsal, user):
+        raise TransitionError(f"rehearsal #{rehearsal.pk} has no clone to destroy")
+    record(rehearsal.incident, user, "clone.destroy_requested", "Requested destruction of the clone",
+           rehearsal=rehearsal)
+
+
+def clone_destroyed(clone_id: int, actor_id: int | None) -> dict:
+    """Worker side of destroy_clone: do it, then audit what was removed (or why not)."""
+    from django.contrib.auth import get_user_model
+
+    from .clones import CloneCleanupError, destroy_clone as destroy
+    from .models import Clone
+
+    clone = Clone.objects.select_related("rehearsal__incident", "hypervisor").get(pk=clone_id)
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    try:
+        result = destroy(clone)
+    except CloneCleanupError as exc:
+        record(clone.rehearsal.incident, actor, "clone.destroy_failed", str(exc), rehearsal=clone.rehearsal)
+        raise
+    record(clone.rehearsal.incident, actor, "clone.destroyed",
+           f"Destroyed the clone: {', '.join(result['removed']) or 'nothing was left'}", rehearsal=clone.rehearsal)
+    return result
 
 
 def _revoke(task_id: str) -> None:
@@ -329,6 +389,7 @@ def _finish_if_done(rehearsal: Rehearsal) -> None:
         rehearsal.save(update_fields=["status", "finished_at"])
         record(rehearsal.incident, None, "rehearsal.succeeded",
                f"Rehearsal #{rehearsal.pk} completed every step", rehearsal=rehearsal)
+        _close_clone(rehearsal, None)
 
 
 @transaction.atomic

@@ -9,9 +9,11 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from workers.engines.ssh import fingerprint
+
 from . import actions, services
-from .models import Rehearsal
-from .permissions import require_reader
+from .models import Clone, Hypervisor, Rehearsal
+from .permissions import require_operator, require_reader
 from .steps import registry
 
 
@@ -51,7 +53,14 @@ def rehearsal_state(rehearsal: Rehearsal) -> dict:
                 },
             },
         })
+    clone = Clone.objects.filter(rehearsal=rehearsal).first()
     return {
+        "clone": None if clone is None else {
+            "status": clone.status, "status_label": clone.get_status_display(), "domain": clone.domain_name,
+            "ssh": f"{clone.user}@{clone.address}:{clone.port}" if clone.address else "",
+            "host_key_fingerprint": fingerprint(clone.host_key) if clone.host_key else "",
+            "point_in_time": clone.point_in_time.isoformat() if clone.point_in_time else None,
+            "consistency": clone.consistency, "keep": rehearsal.keep_clone, "disk": clone.disk_path},
         "id": rehearsal.pk, "status": rehearsal.status, "status_label": rehearsal.get_status_display(),
         "mode": rehearsal.mode, "incident": rehearsal.incident_id, "runbook": str(rehearsal.runbook),
         "hypervisor": rehearsal.hypervisor.name, "steps": steps,
@@ -83,3 +92,42 @@ def rehearsal_action(request, pk: int, action: str):
     except actions.ActionError as exc:
         messages.error(request, str(exc))
     return redirect("rehearsals:detail", pk=pk)
+
+
+@login_required
+def hypervisor_list(request):
+    require_reader(request.user)
+    hypervisors = []
+    for hv in Hypervisor.objects.all():
+        clones = Clone.objects.filter(hypervisor=hv).exclude(status=Clone.Status.DESTROYED).select_related(
+            "rehearsal")
+        hypervisors.append({"hv": hv, "clones": clones, "scan": (hv.last_scan or {}).get("domains", [])})
+    return render(request, "rehearsals/hypervisors.html", {"hypervisors": hypervisors})
+
+
+@login_required
+@require_POST
+def hypervisor_scan(request, pk: int):
+    from workers.tasks import scan_hypervisor
+
+    require_operator(request.user)
+    hv = get_object_or_404(Hypervisor, pk=pk)
+    scan_hypervisor.apply_async(args=[hv.pk], queue=hv.queue)
+    messages.success(request, f"Asked the worker on {hv.queue} to list its clone domains; reload in a moment.")
+    return redirect("rehearsals:hypervisors")
+
+
+@login_required
+@require_POST
+def hypervisor_destroy_leftover(request, pk: int):
+    from workers.tasks import destroy_leftover
+
+    require_operator(request.user)
+    hv = get_object_or_404(Hypervisor, pk=pk)
+    name = request.POST.get("domain", "")
+    if name not in {d["name"] for d in (hv.last_scan or {}).get("domains", []) if d.get("leftover")}:
+        messages.error(request, f"{name!r} is not a leftover clone of {hv} (scan again?)")
+    else:
+        destroy_leftover.apply_async(args=[hv.pk, name], queue=hv.queue)
+        messages.success(request, f"Destroying leftover {name} on {hv}.")
+    return redirect("rehearsals:hypervisors")

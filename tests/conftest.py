@@ -55,7 +55,12 @@ def make_rehearsal(users, hypervisor):
     from rehearsals import services
     from rehearsals.models import Runbook, StepSpec
 
-    def make(host, steps: list[dict], *, name: str = "rb", user=None, on=None):
+    import itertools
+
+    counter = itertools.count(1)
+
+    def make(host, steps: list[dict], *, name: str | None = None, user=None, on=None):
+        name = name or f"rb-{next(counter)}"
         user = user or users["alice"]
         incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
                                            opened_by=user)

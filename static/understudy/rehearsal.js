@@ -175,7 +175,29 @@
     pre.hidden = lines.length === 0 && !dropped[runId];
   }
 
+  function renderClone() {
+    const box = $("#clone-panel");
+    const c = state.clone;
+    if (!c) { box.hidden = true; return; }
+    box.hidden = false;
+    const cons = c.consistency || {};
+    const changed = (cons.changed || []).length, vanished = (cons.vanished || []).length;
+    box.replaceChildren(
+      h("h2", {}, "Clone ", h("span", { class: `badge st-${c.status === "running" ? "succeeded" : c.status === "failed" ? "failed" : "skipped"}`, text: c.status_label })),
+      h("p", {}, h("code", { text: c.domain || "(no domain yet)" }), ` · ssh ${c.ssh || "—"} · host key ${c.host_key_fingerprint || "—"}`,
+        c.point_in_time ? ` · copy of production as of ${c.point_in_time}` : "", c.keep ? " · kept after the rehearsal" : ""),
+      cons.summary ? h("p", { class: changed || vanished ? "error" : "muted", text: cons.summary }) : null,
+    );
+    if (cfg.canOperate && c.status !== "destroyed") {
+      const b = h("button", { type: "button", class: "danger", text: "Destroy clone" });
+      b.dataset.action = "destroy_clone";
+      b.addEventListener("click", () => { if (confirm("Destroy the clone VM, its disk and staging tree?")) send("destroy_clone", {}); });
+      box.append(b);
+    }
+  }
+
   function render() {
+    renderClone();
     const ol = $("#steps");
     ol.replaceChildren(...state.steps.map(renderStep));
     const badge = $("#rehearsal-status");

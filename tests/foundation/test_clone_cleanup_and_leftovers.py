@@ -1,0 +1,118 @@
+"""Clones are destroyed from the UI/API and automatically when the rehearsal closes (unless
+kept); a scan lists leftover clone domains per hypervisor — through a real Celery worker.
+
+libvirt's test driver keeps its state inside one process, so with the in-process worker
+(embedded default) the domains live on ``test:///default``; with a separate worker process
+(full stack, as in CI) they are defined (not started) on the real libvirtd."""
+import json
+
+import pytest
+from django.test import Client
+
+from incidents.models import TimelineEntry
+from rehearsals import services
+from rehearsals.models import Clone, Hypervisor
+from tests.conftest import wait_until
+from workers.engines.hypervisor import CloneDomainSpec
+from workers.engines.hypervisor import Hypervisor as LibvirtHost
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MANUAL = {"kind": "manual", "params": {"instructions": "x"}}
+
+
+@pytest.fixture
+def libvirt_uri(worker_hypervisor):
+    from django.conf import settings
+
+    uri = "qemu:///system" if settings.REDIS_URL else "test:///default"
+    if uri.startswith("qemu"):
+        from workers.engines.hypervisor import LibvirtUnavailableError
+        try:
+            LibvirtHost(uri).close()
+        except LibvirtUnavailableError as exc:
+            pytest.fail(f"the full-stack run needs libvirtd (scripts/libvirt-up.sh): {exc}")
+    worker_hypervisor.libvirt_uri = uri
+    worker_hypervisor.save()
+    # test:///default forgets everything when its last connection closes: hold one open.
+    with LibvirtHost(uri) as hv:
+        yield uri
+        for d in hv.list_clones():  # nothing this test defined may survive it
+            if d.name.startswith("us-"):
+                hv.destroy(d.name, remove_disk=False)
+
+
+def _define_domain(uri, tmp_path, name, rehearsal_id):
+    disk = tmp_path / f"{name}.qcow2"
+    disk.write_bytes(b"not really a disk")
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    spec = CloneDomainSpec(name=name, disk_path=disk, kernel_path=kernel, initrd_path=None, ssh_port=2222,
+                           serial_log=tmp_path / f"{name}.log", rehearsal_id=str(rehearsal_id), clone_id=name)
+    with LibvirtHost(uri) as hv:
+        hv.conn.defineXML(hv.domain_xml(spec))
+    return disk
+
+
+def _clone_row(uri, r, tmp_path, name):
+    disk = _define_domain(uri, tmp_path, name, r.pk)
+    staging = tmp_path / f"{name}-staging"
+    (staging / "etc").mkdir(parents=True)
+    return Clone.objects.create(rehearsal=r, hypervisor=r.hypervisor, status=Clone.Status.RUNNING, domain_name=name,
+                                disk_path=str(disk), staging_dir=str(staging), address="127.0.0.1", port=2222)
+
+
+def _domains(uri):
+    with LibvirtHost(uri) as hv:
+        return {d.name for d in hv.list_clones()}
+
+
+def test_destroy_from_the_api_removes_domain_disk_and_staging(make_rehearsal, host_row, worker_hypervisor, users,
+                                                              tmp_path, libvirt_uri):
+    r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    clone = _clone_row(libvirt_uri, r, tmp_path, f"us-clone-{r.pk}")
+    c = Client()
+    c.force_login(users["mona"])
+    assert c.post(f"/api/rehearsals/{r.pk}/actions/destroy_clone/", "{}", content_type="application/json").status_code == 403
+    c.force_login(users["alice"])
+    resp = c.post(f"/api/rehearsals/{r.pk}/actions/destroy_clone/", "{}", content_type="application/json")
+    assert resp.status_code == 200, resp.content
+    assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
+    assert clone.domain_name not in _domains(libvirt_uri)
+    assert not (tmp_path / f"{clone.domain_name}.qcow2").exists() and not (tmp_path / f"{clone.domain_name}-staging").exists()
+    assert TimelineEntry.objects.filter(rehearsal=r, action="clone.destroyed").exists()
+
+
+def test_closing_a_rehearsal_destroys_its_clone_unless_kept(make_rehearsal, host_row, worker_hypervisor, users, tmp_path,
+                                                            libvirt_uri):
+    r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    clone = _clone_row(libvirt_uri, r, tmp_path, f"us-close-{r.pk}")
+    kept = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    kept.keep_clone = True
+    kept.save()
+    kept_clone = _clone_row(libvirt_uri, kept, tmp_path, f"us-kept-{kept.pk}")
+    for reh in (r, kept):
+        run = services.start(reh, users["alice"])
+        services.confirm(run, users["bob"], note="done")
+    assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
+    assert Clone.objects.get(pk=kept_clone.pk).status == Clone.Status.RUNNING
+    assert kept_clone.domain_name in _domains(libvirt_uri)
+    assert TimelineEntry.objects.filter(rehearsal=r, action="clone.destroy_requested", actor=None).exists()
+
+
+def test_scan_lists_leftovers_and_they_can_be_destroyed(make_rehearsal, host_row, worker_hypervisor, users, tmp_path,
+                                                        libvirt_uri):
+    r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    _clone_row(libvirt_uri, r, tmp_path, f"us-live-{r.pk}")
+    _define_domain(libvirt_uri, tmp_path, f"us-orphan-{r.pk}", 999)
+    c = Client()
+    c.force_login(users["alice"])
+    assert c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/scan/").status_code == 302
+    assert wait_until(lambda: Hypervisor.objects.get(pk=worker_hypervisor.pk).scanned_at, timeout=30)
+    scan = {d["name"]: d for d in Hypervisor.objects.get(pk=worker_hypervisor.pk).last_scan["domains"]}
+    assert scan[f"us-orphan-{r.pk}"]["leftover"] and not scan[f"us-live-{r.pk}"]["leftover"]
+    page = c.get("/rehearsals/hypervisors/").content.decode()
+    assert f"us-orphan-{r.pk}" in page and "leftover" in page
+    c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/destroy-leftover/", {"domain": f"us-live-{r.pk}"})
+    assert f"us-live-{r.pk}" in _domains(libvirt_uri), "a live rehearsal's clone is not a leftover"
+    c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/destroy-leftover/", {"domain": f"us-orphan-{r.pk}"})
+    assert wait_until(lambda: f"us-orphan-{r.pk}" not in _domains(libvirt_uri), timeout=30)
