@@ -5,13 +5,11 @@ services queue them, views only show the result.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from django.utils import timezone
 
+from workers.engines.clone import CloneError
+from workers.engines.clone import destroy_clone as destroy_clone_files
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
-from workers.engines.hypervisor import HypervisorError
 
 from .models import Clone, Hypervisor
 
@@ -21,21 +19,12 @@ class CloneCleanupError(Exception):
 
 
 def destroy_clone(clone: Clone, emitter=None) -> dict:
-    """Destroy + undefine the domain, delete its disk, serial log and staging tree."""
-    removed: list[str] = []
+    """Destroy + undefine the domain and delete its directory (disk, kernel copies, staging)."""
     try:
-        with LibvirtHost(clone.hypervisor.libvirt_uri, emitter=emitter) as hv:
-            if clone.domain_name and hv.destroy(clone.domain_name, remove_disk=True, remove_serial_log=True):
-                removed.append(f"domain {clone.domain_name}")
-    except HypervisorError as exc:
+        removed = destroy_clone_files(clone.hypervisor.libvirt_uri, clone.domain_name,
+                                      storage_dir=clone.hypervisor.storage_dir, emitter=emitter)
+    except CloneError as exc:
         raise CloneCleanupError(f"could not destroy {clone}: {exc}") from exc
-    for path in (clone.disk_path, clone.staging_dir):
-        if path and Path(path).exists():
-            if Path(path).is_dir():
-                shutil.rmtree(path)
-            else:
-                Path(path).unlink()
-            removed.append(path)
     clone.status = Clone.Status.DESTROYED
     clone.destroyed_at = timezone.now()
     clone.save(update_fields=["status", "destroyed_at"])
@@ -61,7 +50,9 @@ def destroy_leftover(hypervisor: Hypervisor, domain_name: str) -> bool:
     if Clone.objects.filter(hypervisor=hypervisor, domain_name=domain_name).exclude(
             status=Clone.Status.DESTROYED).exists():
         raise CloneCleanupError(f"{domain_name} belongs to a live rehearsal; destroy it from its rehearsal")
-    with LibvirtHost(hypervisor.libvirt_uri) as hv:
-        gone = hv.destroy(domain_name, remove_disk=True, remove_serial_log=True)
+    try:
+        removed = destroy_clone_files(hypervisor.libvirt_uri, domain_name, storage_dir=hypervisor.storage_dir)
+    except CloneError as exc:
+        raise CloneCleanupError(str(exc)) from exc
     scan_hypervisor(hypervisor)
-    return gone
+    return bool(removed)

@@ -322,3 +322,19 @@ class Clone(models.Model):
     def endpoint(self) -> Endpoint:
         return Endpoint(host=self.address, port=self.port, user=self.user, key_path=self.key_path or None,
                         host_key=self.host_key, label=f"clone {self}")
+
+
+class SyncJournalEntry(models.Model):
+    """Per-file progress of a sync-back run, mirrored from the journal the agent keeps on
+    production. A re-run resumes by content; this table is what people read."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="sync_journal")
+    run_id = models.CharField(max_length=64)
+    path = models.TextField(blank=True)
+    state = models.CharField(max_length=32)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step_run", "at", "pk"]
+        verbose_name_plural = "sync journal entries"

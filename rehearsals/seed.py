@@ -36,7 +36,7 @@ SEED_STEPS: list[dict] = [
      "params": {"paths": [DATA], "verify_command": "dbverify {path}"},
      "estimated_seconds": 600},
     {"kind": "sync_back", "target": "production", "title": "Sync the repaired datafiles back to production",
-     "needs_approval": True, "params": {"selection": "corrupted_on_production"},
+     "needs_approval": True, "params": {"selection": "selected"},
      "estimated_seconds": 300},
     {"kind": "live_sync", "target": "production", "title": "Catch up to the latest production data (live)",
      "params": {"mode": "vendor", "command": "minidb-replay", "lag_pattern": r"lag_lsn=(?P<lag>\d+)"},

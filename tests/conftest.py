@@ -6,14 +6,13 @@ REDIS_URL=redis://...) as in CI.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "understudy.settings")
 
-pytest_plugins = ["tests.fixtures.testhosts"] if importlib.util.find_spec("tests.fixtures.testhosts") else []
+pytest_plugins = ["tests.fixtures.testhosts"]
 
 
 @pytest.fixture

@@ -56,4 +56,4 @@ class Registry:
 registry = Registry()
 
 # Importing the kind modules registers them.
-from . import check, command, diff, import_backup, manual, planned  # noqa: E402,F401
+from . import check, clone, command, diff, import_backup, live_sync, manual, sync_back  # noqa: E402,F401

@@ -4,7 +4,7 @@ kept); a scan lists leftover clone domains per hypervisor — through a real Cel
 libvirt's test driver keeps its state inside one process, so with the in-process worker
 (embedded default) the domains live on ``test:///default``; with a separate worker process
 (full stack, as in CI) they are defined (not started) on the real libvirtd."""
-import json
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -13,6 +13,7 @@ from incidents.models import TimelineEntry
 from rehearsals import services
 from rehearsals.models import Clone, Hypervisor
 from tests.conftest import wait_until
+from workers.engines.clone import CLONE_MARKER
 from workers.engines.hypervisor import CloneDomainSpec
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
 
@@ -54,11 +55,14 @@ def _define_domain(uri, tmp_path, name, rehearsal_id):
 
 
 def _clone_row(uri, r, tmp_path, name):
-    disk = _define_domain(uri, tmp_path, name, r.pk)
-    staging = tmp_path / f"{name}-staging"
-    (staging / "etc").mkdir(parents=True)
+    """A clone laid out as the clone engine lays it out: storage_dir/<name>/ with its marker."""
+    clone_dir = Path(r.hypervisor.storage_dir) / name
+    (clone_dir / "staging" / "etc").mkdir(parents=True)
+    (clone_dir / CLONE_MARKER).write_text(name)
+    disk = _define_domain(uri, clone_dir, name, r.pk)
     return Clone.objects.create(rehearsal=r, hypervisor=r.hypervisor, status=Clone.Status.RUNNING, domain_name=name,
-                                disk_path=str(disk), staging_dir=str(staging), address="127.0.0.1", port=2222)
+                                disk_path=str(disk), staging_dir=str(clone_dir / "staging"), address="127.0.0.1",
+                                port=2222)
 
 
 def _domains(uri):
@@ -78,7 +82,7 @@ def test_destroy_from_the_api_removes_domain_disk_and_staging(make_rehearsal, ho
     assert resp.status_code == 200, resp.content
     assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
     assert clone.domain_name not in _domains(libvirt_uri)
-    assert not (tmp_path / f"{clone.domain_name}.qcow2").exists() and not (tmp_path / f"{clone.domain_name}-staging").exists()
+    assert not (Path(worker_hypervisor.storage_dir) / clone.domain_name).exists()
     assert TimelineEntry.objects.filter(rehearsal=r, action="clone.destroyed").exists()
 
 
@@ -103,7 +107,10 @@ def test_scan_lists_leftovers_and_they_can_be_destroyed(make_rehearsal, host_row
                                                         libvirt_uri):
     r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
     _clone_row(libvirt_uri, r, tmp_path, f"us-live-{r.pk}")
-    _define_domain(libvirt_uri, tmp_path, f"us-orphan-{r.pk}", 999)
+    orphan_dir = Path(worker_hypervisor.storage_dir) / f"us-orphan-{r.pk}"
+    orphan_dir.mkdir(parents=True)
+    (orphan_dir / CLONE_MARKER).write_text("orphan")
+    _define_domain(libvirt_uri, orphan_dir, f"us-orphan-{r.pk}", 999)
     c = Client()
     c.force_login(users["alice"])
     assert c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/scan/").status_code == 302
@@ -116,3 +123,4 @@ def test_scan_lists_leftovers_and_they_can_be_destroyed(make_rehearsal, host_row
     assert f"us-live-{r.pk}" in _domains(libvirt_uri), "a live rehearsal's clone is not a leftover"
     c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/destroy-leftover/", {"domain": f"us-orphan-{r.pk}"})
     assert wait_until(lambda: f"us-orphan-{r.pk}" not in _domains(libvirt_uri), timeout=30)
+    assert wait_until(lambda: not orphan_dir.exists(), timeout=10)

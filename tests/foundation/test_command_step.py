@@ -78,8 +78,3 @@ def test_unreachable_host_fails_clearly(make_rehearsal, host_row, worker_hypervi
     run = _run_one(make_rehearsal, host_row, worker_hypervisor, users, {"kind": "command", "params": {"command": "true"}})
     assert run.status == S.FAILED and "cannot connect" in run.error
 
-
-def test_unimplemented_kind_fails_never_fakes_success(make_rehearsal, host_row, worker_hypervisor, users):
-    run = _run_one(make_rehearsal, host_row, worker_hypervisor, users,
-                   {"kind": "live_sync", "params": {"mode": "files", "paths": ["/data"]}})
-    assert run.status == S.FAILED and "not implemented yet" in run.error

@@ -1,0 +1,1193 @@
+"""P2V clone: a running server becomes a bootable, isolated VM — without downtime.
+
+Pipeline (each stage is an Emitter ``phase``)::
+
+    connect -> estimate -> capacity -> pre_command -> stream -> delta -> post_command
+            -> fixup -> image -> define -> boot
+
+* **stream**: one GNU tar stream over an SSH exec channel (OpenSSH client, pinned host
+  key, ~2.5x paramiko's throughput) spliced into a local ``tar -x`` in
+  ``storage_dir/<name>/staging``. One file system (plus /boot when it is a separate
+  mount: the clone boots its own kernel), numeric owners, xattrs/ACLs when both tars
+  support them, sparse files kept sparse.
+* **delta**: a second ``tar --newer=@T0`` pass (mtime *or* ctime newer than the moment
+  the first pass started, production's clock, because production stamped the mtimes)
+  re-copies what changed while the first pass ran; a file listing of production
+  removes from staging what vanished. Both are reported as **consistency**: the clone
+  is crash-consistent, not quiesced, unless ``pre_command`` quiesced the service.
+* **fixup** (in staging, before the image exists): hostname, fresh SSH host keys (the
+  new ed25519 public key is the pin), the worker key authorized for root, fstab on
+  /dev/vda, network on DHCP (qemu user-net), services disabled.
+* **image**: ``image.build_disk`` (mke2fs -d + qemu-img convert).
+* **define/boot**: ``hypervisor.Hypervisor.define_and_start`` (direct kernel boot from the
+  clone's own /boot, user-mode networking with ``restrict=on``, SSH forwarded on
+  127.0.0.1 only), then wait until the clone answers SSH *with the pinned new key*.
+
+Any failure (or cancellation) removes what this run created — the domain, the disk,
+kernel copies, staging — and raises a ``CloneError`` subclass. The SSH errors of the
+*connect* phase (``HostKeyMismatch``, ``HostUnreachable``, ``AuthenticationFailed``)
+are let through unchanged: they are already typed and clear, and a host-key mismatch
+must stay recognisable as the security event it is.
+
+Plain Python: no Django, no Celery (the ``clone`` step kind calls ``clone_host``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .events import Emitter, NullEmitter
+from .hypervisor import (
+    CapacityError, CloneDomainSpec, DomainInfo, Hypervisor, HypervisorError, ReadinessTimeout,
+    detect_accel, free_port,
+)
+from .image import MiB, ImageError, DiskFullError, build_disk, find_boot_files
+from .ssh import CommandFailed, Endpoint, Session, SSHError, command_string, fingerprint
+
+# Never streamed: pseudo/volatile file systems. Their mount-point directories are kept
+# (empty) because the clone's init mounts them again.
+ALWAYS_EXCLUDED = ("/proc", "/sys", "/dev", "/run", "/tmp")
+CLONE_MARKER = ".understudy-clone"          # in storage_dir/<name>: "this dir is ours to delete"
+LIST_LIMIT = 1000                           # paths kept per consistency list (counts are exact)
+PROGRESS_INTERVAL = 0.25                    # seconds between progress events
+MIN_IMAGE_HEADROOM = 128 * MiB              # free space inside the clone's ext4, whatever the %
+# The mtime the kernel stamps comes from a coarse clock that can lag date(1) by a tick:
+# start the delta window a little earlier so a write right after T0 is never missed.
+DELTA_CLOCK_MARGIN = 0.05
+TAR_TAIL = 40
+_HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9@_.:+-]+$")
+# Virtual file systems that stay in a clone's fstab; block, network and swap lines go.
+_VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup", "cgroup2", "debugfs",
+               "hugetlbfs", "mqueue", "binfmt_misc", "configfs", "pstore", "tracefs", "fusectl", "ramfs"}
+
+
+# --------------------------------------------------------------------------- errors
+
+class CloneError(Exception):
+    """Base class of every clone failure (besides the connect phase's SSHError subclasses)."""
+
+
+class CloneSpecError(CloneError, ValueError):
+    """Bad options (name, hostname, exclude paths, service names...)."""
+
+
+class CloneExistsError(CloneError):
+    """A domain or clone directory of that name exists already; nothing was touched."""
+
+
+class SourceError(CloneError):
+    """Production could not be examined (estimate failed)."""
+
+
+class TarMissingError(SourceError):
+    """No GNU tar on the production host."""
+
+
+class HookFailed(CloneError):
+    """pre_command / post_command exited non-zero (or timed out)."""
+
+
+class CloneCapacityError(CloneError, CapacityError):
+    """Not enough space on the hypervisor's storage dir (checked before copying, or ran out)."""
+
+
+class StreamError(CloneError):
+    """The tar stream failed (ssh dropped, local extraction failed, fatal tar error)."""
+
+
+class UnreadableFilesError(StreamError):
+    """Files on production could not be read; ``paths`` lists them."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
+class FixupError(CloneError):
+    pass
+
+
+class BootFilesMissing(CloneError):
+    """No kernel in the clone's /boot: it cannot be booted directly."""
+
+
+class ImageBuildError(CloneError):
+    pass
+
+
+class DefineError(CloneError):
+    """libvirt refused or could not start the domain."""
+
+
+class BootError(CloneError):
+    """The domain started but never answered SSH with the pinned key."""
+
+
+class CloneCancelled(CloneError):
+    pass
+
+
+# --------------------------------------------------------------------------- options / result
+
+@dataclass
+class CloneOptions:
+    name: str                                  # libvirt domain name, e.g. "us-r12-db-prod-01"
+    hostname: str                              # the clone's new hostname
+    rehearsal_id: str = ""
+    pre_command: str | None = None             # run on production before copying (flush/checkpoint)
+    post_command: str | None = None            # run on production after the delta pass
+    exclude: list[str] = field(default_factory=list)   # absolute paths, beyond /proc /sys /dev /run /tmp, swap
+    disable_services: list[str] = field(default_factory=list)
+    memory_mib: int = 1024
+    vcpus: int = 1
+    headroom_percent: int = 30                 # capacity margin, and free space inside the clone's disk
+    boot_timeout: float = 300
+    domain_type: str | None = None             # None: detect_accel() ("kvm" or "qemu" = TCG)
+    worker_public_key: str = ""                # "ssh-ed25519 AAAA..." authorized for root in the clone
+    worker_key_path: str | None = None         # its private key: the boot check logs in and runs hostname
+    allow_unreadable: bool = False             # True: unreadable files are reported, not fatal
+    hook_timeout: float = 600                  # seconds for pre/post command each
+    cmdline: str = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
+
+
+@dataclass
+class CloneResult:
+    domain_name: str
+    disk_path: str
+    staging_dir: str
+    kernel_path: str
+    initrd_path: str | None
+    ssh_host: str
+    ssh_port: int
+    user: str
+    host_key: str                              # the clone's NEW ed25519 public key — the pin
+    point_in_time: float                       # worker clock (unix time) when the first pass started
+    consistency: dict
+    bytes: int
+    files: int
+    timings: dict[str, float]
+    booted: bool                               # False on libvirt's test driver (nothing boots)
+    clone_dir: str = ""
+    serial_log: str = ""
+    domain_type: str = ""
+    source_point_in_time: float | None = None  # production's clock at the same moment (mtimes use it)
+    fixups: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def endpoint(self, key_path: str | None = None) -> Endpoint:
+        """Where later steps reach the clone (strict host key = the pin)."""
+        return Endpoint(self.ssh_host, self.ssh_port, self.user, key_path, self.host_key,
+                        label=f"clone {self.domain_name}")
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the estimate learned about production."""
+
+    tar_version: str
+    xattrs: bool
+    acls: bool
+    selinux: bool
+    bytes: int               # du -skx of / (+ /boot if separate), minus excludes
+    files: int
+    clock: float | None      # production's `date` at the estimate
+    swap_files: list[str]
+    boot_separate: bool
+    other_mounts: list[str]  # real file systems that are not cloned (one file system)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def _check(cancel: Callable[[], bool] | None) -> None:
+    if cancel is not None and cancel():
+        raise CloneCancelled("clone cancelled")
+
+
+def _validate(options: CloneOptions) -> None:
+    from .hypervisor import _NAME_RE  # the domain-name rule libvirt/our metadata rely on
+    if not _NAME_RE.match(options.name):
+        raise CloneSpecError(f"bad clone name {options.name!r}: letters, digits, '_.-', max 64")
+    if not _HOSTNAME_RE.match(options.hostname):
+        raise CloneSpecError(f"bad hostname {options.hostname!r}: letters, digits, '-', max 63")
+    for p in options.exclude:
+        if not p.startswith("/") or p.rstrip("/") == "" or "\n" in p:
+            raise CloneSpecError(f"exclude path {p!r} must be an absolute path below /")
+    for s in options.disable_services:
+        if not _SERVICE_RE.match(s):
+            raise CloneSpecError(f"bad service name {s!r}")
+    if options.worker_public_key and len(options.worker_public_key.split()) < 2:
+        raise CloneSpecError("worker_public_key must be an OpenSSH public key line ('ssh-ed25519 AAAA...')")
+    if not 0 <= options.headroom_percent <= 1000:
+        raise CloneSpecError(f"headroom_percent={options.headroom_percent} out of range 0..1000")
+
+
+def _worker_public_key(options: CloneOptions) -> str:
+    if options.worker_public_key:
+        return " ".join(options.worker_public_key.split()[:3])
+    if options.worker_key_path:
+        proc = subprocess.run(["ssh-keygen", "-y", "-f", options.worker_key_path], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CloneSpecError(f"cannot read the worker key {options.worker_key_path}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+    return ""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _rel(path: str) -> str:
+    """'/var/lib' -> './var/lib' (how tar and find name members under `-C / .`)."""
+    return "./" + path.strip("/")
+
+
+def _abs(member: str) -> str:
+    """'./var/lib/x' -> '/var/lib/x'."""
+    m = member[1:] if member.startswith("./") else member
+    return "/" + m.lstrip("/").rstrip("/") if m not in ("", ".", "./") else "/"
+
+
+# --------------------------------------------------------------------------- estimate
+
+def _estimate_script(excludes: list[str]) -> str:
+    """One round trip: tar flavour, sizes, file count, clock, swap files, mounts.
+
+    POSIX sh + tools both coreutils and busybox have. du/find may print permission
+    errors (non-root login): only their totals matter here.
+    """
+    dux = "".join(f"[ -e {shlex.quote(p)} ] && echo \"DUX $(du -skx {shlex.quote(p)} 2>/dev/null | tail -n1)\"\n"
+                  for p in excludes)
+    return f"""LC_ALL=C; export LC_ALL
+if ! command -v tar >/dev/null 2>&1; then echo NOTAR; exit 0; fi
+echo "TARVERSION $(tar --version 2>&1 | head -n1)"
+tar --help 2>/dev/null | grep -q -- '--xattrs' && echo XATTRS
+tar --help 2>/dev/null | grep -q -- '--acls' && echo ACLS
+tar --help 2>/dev/null | grep -q -- '--selinux' && echo SELINUX
+echo "CLOCK $(date +%s.%N)"
+echo "DU $(du -skx / 2>/dev/null | tail -n1)"
+BOOTM=$(awk '$2=="/boot"{{print "yes"}}' /proc/self/mounts 2>/dev/null | head -n1)
+if [ "$BOOTM" = yes ]; then echo BOOTSEP; echo "DUB $(du -skx /boot 2>/dev/null | tail -n1)"; fi
+{dux}echo "FILES $(find / -xdev 2>/dev/null | wc -l)"
+[ "$BOOTM" = yes ] && echo "FILESB $(find /boot -xdev 2>/dev/null | wc -l)"
+awk 'NR>1 && $2=="file" {{print "SWAP " $1}}' /proc/swaps 2>/dev/null
+awk '$1 ~ /^\\/dev\\// && $2 != "/" && $2 != "/boot" {{print "MOUNT " $2 " " $3 " " $1}}' /proc/self/mounts 2>/dev/null
+echo END
+"""
+
+
+def _first_int(text: str) -> int:
+    m = re.match(r"\s*(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def parse_estimate(out: str, excludes: list[str]) -> SourceFacts:
+    lines = out.splitlines()
+    if "NOTAR" in lines:
+        raise TarMissingError("tar missing on the host: GNU tar is needed to stream the root file system "
+                              "(Debian: apt-get install tar)")
+    if "END" not in lines:
+        raise SourceError(f"the estimate script did not finish: {out[-400:]!r}")
+    kv: dict[str, list[str]] = {}
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        kv.setdefault(key, []).append(rest)
+    version = (kv.get("TARVERSION") or [""])[0]
+    if "GNU tar" not in version:
+        raise TarMissingError(f"tar on the host is not GNU tar ({version.strip() or 'unknown'}): "
+                              "one-file-system, numeric owners, xattrs and the delta pass need GNU tar")
+    du_k = _first_int((kv.get("DU") or ["0"])[0]) + _first_int((kv.get("DUB") or ["0"])[0])
+    swaps = [s.strip() for s in kv.get("SWAP", []) if s.strip()]
+    # Excluded paths and swap files are not streamed (swap files are listed as DUX too
+    # because clone_host passes them in excludes on the second call).
+    du_k -= sum(_first_int(x) for x in kv.get("DUX", []))
+    files = _first_int((kv.get("FILES") or ["0"])[0]) + _first_int((kv.get("FILESB") or ["0"])[0])
+    clock = parse_clock((kv.get("CLOCK") or [""])[0])
+    return SourceFacts(tar_version=version.strip(), xattrs="XATTRS" in lines, acls="ACLS" in lines,
+                       selinux="SELINUX" in lines, bytes=max(du_k, 0) * 1024, files=files, clock=clock,
+                       swap_files=swaps, boot_separate="BOOTSEP" in lines,
+                       other_mounts=[m.strip() for m in kv.get("MOUNT", [])])
+
+
+def estimate_source(session: Session, excludes: list[str], emitter: Emitter) -> SourceFacts:
+    try:
+        out = session.check_output(["sh", "-c", _estimate_script(excludes)], timeout=3600).decode(errors="replace")
+    except CommandFailed as exc:
+        raise SourceError(f"{session.endpoint}: examining the host failed: {exc}") from exc
+    facts = parse_estimate(out, excludes)
+    if facts.swap_files:
+        # second, cheap pass so the swap files' size is subtracted too
+        extra = [s for s in facts.swap_files if s not in excludes]
+        if extra:
+            out = session.check_output(["sh", "-c", _estimate_script(excludes + extra)],
+                                       timeout=3600).decode(errors="replace")
+            facts = parse_estimate(out, excludes + extra)
+    emitter.log(f"source {session.endpoint}: {facts.tar_version}; ~{_human(facts.bytes)} in ~{facts.files} "
+                f"files to copy; xattrs={'yes' if facts.xattrs else 'no'} acls={'yes' if facts.acls else 'no'}"
+                + (f"; swap files excluded: {', '.join(facts.swap_files)}" if facts.swap_files else "")
+                + ("; /boot is a separate file system: streamed too" if facts.boot_separate else ""), "info")
+    for m in facts.other_mounts:
+        emitter.log(f"not cloned (separate file system, one file system is cloned): {m}", "stderr")
+    return facts
+
+
+# --------------------------------------------------------------------------- tar commands
+
+def local_tar_features() -> tuple[bool, bool]:
+    """(xattrs, acls) support of the worker's tar."""
+    out = subprocess.run(["tar", "--help"], capture_output=True, text=True).stdout
+    return "--xattrs" in out, "--acls" in out
+
+
+def _exclude_patterns(options: CloneOptions, facts: SourceFacts) -> list[str]:
+    """Member-name patterns for `tar -C / --anchored` (and `find -path`).
+
+    Pseudo file systems keep their (empty) directory: the clone's init mounts onto it.
+    """
+    pats = [_rel(p) + "/*" for p in ALWAYS_EXCLUDED]
+    pats += [_rel(p) for p in list(options.exclude) + facts.swap_files]
+    return pats
+
+
+def _members(facts: SourceFacts) -> list[str]:
+    # A top-level member is archived even on another file system: that is how a
+    # separate /boot comes along while --one-file-system keeps /home, /srv... out.
+    return [".", "./boot"] if facts.boot_separate else ["."]
+
+
+def remote_tar_command(options: CloneOptions, facts: SourceFacts, *, newer_than: float | None = None,
+                       xattrs: bool = True, acls: bool = True) -> str:
+    argv = ["tar", "-c", "-f", "-", "-C", "/", "--one-file-system", "--numeric-owner", "--sparse",
+            "--warning=no-file-ignored"]
+    if xattrs:
+        argv += ["--xattrs", "--xattrs-include=*"]
+    if acls:
+        argv += ["--acls"]
+    if newer_than is not None:
+        # mtime OR ctime newer: catches in-place edits, renames, chmod/chown, mtime-preserving copies
+        argv += [f"--newer=@{newer_than:.6f}"]
+    argv += ["--anchored"] + [f"--exclude={p}" for p in _exclude_patterns(options, facts)]
+    argv += ["--"] + _members(facts)
+    return "LC_ALL=C exec " + command_string(argv)
+
+
+def local_tar_argv(staging: Path, *, xattrs: bool, acls: bool) -> list[str]:
+    argv = ["tar", "-x", "-v", "-f", "-", "-C", str(staging), "--numeric-owner", "-p", "--same-owner"]
+    if xattrs:
+        argv += ["--xattrs", "--xattrs-include=*"]
+    if acls:
+        argv += ["--acls"]
+    return argv
+
+
+# GNU tar's per-file diagnostics (LC_ALL=C). Names are printed with escape quoting.
+_TAR_MSG = re.compile(r"^tar: (?P<name>.+?): (?P<msg>.+)$")
+
+
+@dataclass
+class TarDiagnostics:
+    changed: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> str:
+        """Classify one stderr line of the remote tar; returns its class."""
+        m = _TAR_MSG.match(line.strip())
+        if not m:
+            if line.startswith("tar: Exiting with failure status") or not line.strip():
+                return "ignored"
+            self.other.append(line)
+            return "other"
+        name, msg = _abs(m.group("name")), m.group("msg")
+        low = msg.lower()
+        if "file changed as we read it" in low or "file shrank by" in low or "changed size" in low:
+            self.changed.append(name)
+            return "changed"
+        if "file removed before we read it" in low or (
+                low.startswith("cannot stat") and "no such file" in low) or (
+                low.startswith("cannot open") and "no such file" in low):
+            self.vanished.append(name)
+            return "vanished"
+        if "permission denied" in low or "operation not permitted" in low:
+            self.unreadable.append(name)
+            return "unreadable"
+        if "socket ignored" in low or "door ignored" in low:
+            return "ignored"
+        self.other.append(line)
+        return "other"
+
+
+def _stream_errors(stderr_lines: list[str]) -> str:
+    return " | ".join(stderr_lines[-6:])
+
+
+# --------------------------------------------------------------------------- stream
+
+@dataclass
+class PassResult:
+    bytes: int
+    members: list[str]       # names extracted (directories end with '/')
+    diagnostics: TarDiagnostics
+    ssh_rc: int
+    seconds: float
+
+
+class _LineReader(threading.Thread):
+    """Reads a pipe line by line in the background, calling ``on_line`` for each."""
+
+    def __init__(self, pipe, on_line: Callable[[str], None]) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.on_line = pipe, on_line
+
+    def run(self) -> None:
+        for raw in iter(self.pipe.readline, b""):
+            self.on_line(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
+
+
+def _kill(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _pump(src: int, dst: int, on_bytes: Callable[[int], None], cancel: Callable[[], bool] | None) -> None:
+    """Move bytes pipe->pipe with splice(2) (no copy through Python), counting them."""
+    use_splice = hasattr(os, "splice")
+    while True:
+        _check(cancel)
+        if use_splice:
+            try:
+                n = os.splice(src, dst, 1 << 20)
+            except OSError as exc:
+                if exc.errno in (22, 38):  # EINVAL/ENOSYS: no splice here, copy instead
+                    use_splice = False
+                    continue
+                raise
+        else:
+            data = os.read(src, 1 << 20)
+            n = len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(dst, view):]
+        if n == 0:
+            return
+        on_bytes(n)
+
+
+def run_tar_pass(source: Endpoint, remote_cmd: str, staging: Path, *, xattrs: bool, acls: bool,
+                 emitter: Emitter, stage: str, total_bytes: int | None, total_files: int | None,
+                 cancel: Callable[[], bool] | None = None) -> PassResult:
+    """ssh (OpenSSH, pinned key) `tar -c` | splice | local `tar -x -v`, with progress."""
+    kh = source.write_known_hosts()
+    ssh = tar = None
+    diag = TarDiagnostics()
+    ssh_err: list[str] = []
+    tar_err: list[str] = []
+    members: list[str] = []
+    counts = {"bytes": 0, "files": 0}
+    start = time.monotonic()
+    try:
+        ssh = subprocess.Popen(source.openssh_argv(remote_cmd, kh), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        tar = subprocess.Popen(local_tar_argv(staging, xattrs=xattrs, acls=acls), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LC_ALL": "C"})
+        assert ssh.stdout and ssh.stderr and tar.stdin and tar.stdout and tar.stderr
+
+        def on_ssh_err(line: str) -> None:
+            ssh_err.append(line)
+            kind = diag.feed(line)
+            if kind != "ignored":
+                emitter.log(f"[{stage}] {line}", "stderr")
+
+        def on_member(line: str) -> None:
+            members.append(line)
+            if not line.endswith("/"):
+                counts["files"] += 1
+
+        readers = [_LineReader(ssh.stderr, on_ssh_err), _LineReader(tar.stdout, on_member),
+                   _LineReader(tar.stderr, tar_err.append)]
+        for r in readers:
+            r.start()
+        last = [0.0]
+
+        def on_bytes(n: int) -> None:
+            counts["bytes"] += n
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                emitter.progress(counts["bytes"], total_bytes, "bytes", stage=stage, files=counts["files"],
+                                 files_total=total_files)
+
+        try:
+            _pump(ssh.stdout.fileno(), tar.stdin.fileno(), on_bytes, cancel)
+        except BrokenPipeError:
+            pass  # local tar died: its stderr says why (checked below)
+        finally:
+            try:
+                tar.stdin.close()
+            except BrokenPipeError:
+                pass
+        tar_rc = tar.wait()
+        if tar_rc != 0 and ssh.poll() is None:
+            ssh.kill()
+        ssh_rc = ssh.wait()
+        for r in readers:
+            r.join(timeout=10)
+        emitter.progress(counts["bytes"], total_bytes, "bytes", stage=stage, files=counts["files"],
+                         files_total=total_files)
+    except BaseException:
+        _kill(*(p for p in (ssh, tar) if p is not None))
+        raise
+    finally:
+        kh.unlink(missing_ok=True)
+    seconds = time.monotonic() - start
+    if tar_rc != 0:
+        text = " | ".join(tar_err[-6:])
+        if "no space left on device" in text.lower():
+            free = shutil.disk_usage(staging).free
+            raise CloneCapacityError(f"{stage}: the staging dir {staging} ran full ({_human(free)} free): {text}")
+        if ssh_rc == 255:
+            raise StreamError(f"{stage}: ssh to {source} failed: {_stream_errors(ssh_err) or 'connection lost'}")
+        raise StreamError(f"{stage}: local tar -x failed (exit {tar_rc}): {text or _stream_errors(ssh_err)}")
+    if ssh_rc == 255:
+        raise StreamError(f"{stage}: ssh to {source} failed: {_stream_errors(ssh_err) or 'connection lost'}")
+    if ssh_rc == 127:
+        raise TarMissingError(f"{stage}: tar missing on the host {source}: {_stream_errors(ssh_err)}")
+    if ssh_rc not in (0, 1, 2):
+        raise StreamError(f"{stage}: remote tar exited {ssh_rc}: {_stream_errors(ssh_err)}")
+    if ssh_rc == 2 and diag.other:
+        # exit 2 is also what tar returns for unreadable/vanished files; only unexplained
+        # errors mean the archive itself is not to be trusted
+        raise StreamError(f"{stage}: remote tar failed: {' | '.join(diag.other[-6:])}")
+    return PassResult(counts["bytes"], members, diag, ssh_rc, seconds)
+
+
+# --------------------------------------------------------------------------- delta / consistency
+
+def list_source(session: Session, options: CloneOptions, facts: SourceFacts) -> set[bytes]:
+    """Every path production has now (as './x'), with the same exclusions as tar."""
+    prunes: list[str] = []
+    for p in _exclude_patterns(options, facts):
+        prunes += (["-o"] if prunes else []) + ["-path", p]
+    roots = ["."] + (["./boot"] if facts.boot_separate else [])
+    argv = ["find", *roots, "-xdev", "(", *prunes, ")", "-prune", "-o", "-print0"]
+    try:
+        out = session.check_output(f"cd / && LC_ALL=C {command_string(argv)} 2>/dev/null; true", timeout=3600)
+    except CommandFailed as exc:
+        raise StreamError(f"delta: listing {session.endpoint} failed: {exc}") from exc
+    return {p.rstrip(b"/") for p in out.split(b"\0") if p}
+
+
+def list_staging(staging: Path) -> set[bytes]:
+    root = os.fsencode(staging)
+    names: set[bytes] = {b"."}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = b"." + dirpath[len(root):]
+        for n in dirnames + filenames:
+            names.add(rel + b"/" + n)
+    return names
+
+
+def remove_vanished(staging: Path, vanished: list[bytes]) -> None:
+    root = os.fsencode(staging)
+    for rel in sorted(vanished, key=len):
+        p = root + rel[1:]
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def _capped(paths: Iterable[str]) -> list[str]:
+    return sorted(set(paths))[:LIST_LIMIT]
+
+
+def build_consistency(first: PassResult, delta: PassResult, vanished: list[str], unreadable: list[str],
+                      point_in_time: float, quiesced_by: str | None) -> dict:
+    delta_files = {_abs(m) for m in delta.members if not m.endswith("/")}
+    changed = set(first.diagnostics.changed) | delta_files
+    vanished_all = set(vanished) | set(first.diagnostics.vanished) | set(delta.diagnostics.vanished)
+    changed -= vanished_all
+    still = set(delta.diagnostics.changed)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(point_in_time))
+    if changed or vanished_all or still:
+        summary = (f"crash-consistent copy as of ~{when} (worker clock): {len(changed)} file(s) changed and "
+                   f"{len(vanished_all)} vanished while the copy ran; the delta pass re-copied the changed ones"
+                   + (f", {len(still)} were still changing during it" if still else "")
+                   + ". Not a quiesced snapshot: files of one service may be from different moments.")
+    else:
+        summary = (f"no file changed or vanished during the copy (started ~{when}, worker clock)"
+                   + (f"; pre_command {quiesced_by!r} ran first" if quiesced_by else
+                      "; nothing quiesced the services, so this is still only crash-consistent"))
+    if unreadable:
+        summary += f" {len(unreadable)} file(s) could not be read and are missing from the clone."
+    return {"changed": _capped(changed), "vanished": _capped(vanished_all), "unreadable": _capped(unreadable),
+            "still_changing": _capped(still), "changed_count": len(changed), "vanished_count": len(vanished_all),
+            "unreadable_count": len(set(unreadable)), "still_changing_count": len(still),
+            "truncated": max(len(changed), len(vanished_all), len(unreadable)) > LIST_LIMIT,
+            "quiesced_by": quiesced_by, "summary": summary}
+
+
+# --------------------------------------------------------------------------- fixups
+
+def _keygen(path: Path, kind: str, comment: str) -> str:
+    for p in (path, path.with_name(path.name + ".pub")):
+        p.unlink(missing_ok=True)
+    argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)]
+    if kind == "rsa":
+        argv[4:4] = ["-b", "3072"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FixupError(f"ssh-keygen -t {kind} failed: {proc.stderr.strip()}")
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
+
+
+def fix_hostname(root: Path, hostname: str) -> str:
+    old = ""
+    hn = root / "etc" / "hostname"
+    if hn.is_file():
+        old = hn.read_text(errors="replace").strip()
+    hn.parent.mkdir(parents=True, exist_ok=True)
+    hn.write_text(hostname + "\n")
+    hosts = root / "etc" / "hosts"
+    lines = hosts.read_text(errors="replace").splitlines() if hosts.is_file() else ["127.0.0.1\tlocalhost"]
+    out, placed = [], False
+    for line in lines:
+        fields = line.split()
+        if line.lstrip().startswith("#") or not fields:
+            out.append(line)
+            continue
+        if old and old in fields[1:] or (old and any(f.split(".")[0] == old for f in fields[1:])):
+            # production's own name(s) on this line: production's address must not resolve to the clone
+            # either way — point the clone's name at the loopback alias like Debian's installer does
+            out.append(f"127.0.1.1\t{hostname}" if not placed else f"# understudy clone: was: {line}")
+            placed = True
+            continue
+        out.append(line)
+    if not placed:
+        out.append(f"127.0.1.1\t{hostname}")
+    hosts.write_text("\n".join(out) + "\n")
+    return old
+
+
+def fix_host_keys(root: Path, hostname: str) -> dict[str, str]:
+    """Replace every host key; types production had (rsa, ecdsa) are regenerated, ed25519 always."""
+    ssh_dir = root / "etc" / "ssh"
+    ssh_dir.mkdir(parents=True, exist_ok=True)
+    kinds = {"ed25519"}
+    for old in ssh_dir.glob("ssh_host_*_key"):
+        m = re.match(r"ssh_host_(\w+)_key$", old.name)
+        if m and m.group(1) in ("rsa", "ecdsa", "ed25519"):
+            kinds.add(m.group(1))
+    for old in list(ssh_dir.glob("ssh_host_*")):
+        old.unlink()
+    return {k: _keygen(ssh_dir / f"ssh_host_{k}_key", k, f"root@{hostname}") for k in sorted(kinds)}
+
+
+def authorize_worker(root: Path, public_key: str) -> None:
+    dot_ssh = root / "root" / ".ssh"
+    dot_ssh.mkdir(parents=True, exist_ok=True)
+    os.chown(root / "root", 0, 0)
+    os.chown(dot_ssh, 0, 0)
+    os.chmod(dot_ssh, 0o700)
+    ak = dot_ssh / "authorized_keys"
+    existing = ak.read_text(errors="replace") if ak.is_file() else ""
+    if public_key.split()[1] not in existing:
+        with open(ak, "a") as fh:
+            if existing and not existing.endswith("\n"):
+                fh.write("\n")
+            fh.write(public_key.strip() + " understudy-worker\n")
+    os.chown(ak, 0, 0)
+    os.chmod(ak, 0o600)
+    cfg = root / "etc" / "ssh" / "sshd_config"
+    if cfg.is_file():
+        text = cfg.read_text(errors="replace")
+        # the worker logs in as root with a key; production may forbid that
+        new = re.sub(r"(?mi)^\s*PermitRootLogin\s+(no|forced-commands-only)\s*$",
+                     "PermitRootLogin prohibit-password  # understudy clone", text)
+        if new != text:
+            cfg.write_text(new)
+
+
+def fix_fstab(root: Path) -> list[str]:
+    """Root on /dev/vda ext4; other block/network/swap lines commented out (their devices
+    do not exist in the clone and would stall its boot). Returns the lines disabled."""
+    fstab = root / "etc" / "fstab"
+    lines = fstab.read_text(errors="replace").splitlines() if fstab.is_file() else []
+    out, disabled, has_root = [], [], False
+    for line in lines:
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or len(fields) < 3:
+            out.append(line)
+            continue
+        mnt, fstype = fields[1], fields[2]
+        if mnt == "/":
+            out.append("/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
+            has_root = True
+        elif fstype in _VIRTUAL_FS:
+            out.append(line)
+        else:
+            out.append(f"# understudy clone: disabled: {line}")
+            disabled.append(line)
+    if not has_root:
+        out.insert(0, "/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    fstab.write_text("\n".join(out) + "\n")
+    return disabled
+
+
+def fix_network(root: Path) -> list[str]:
+    """qemu user-net hands out 10.0.2.15 by DHCP; production's static addresses must go
+    (the SSH forward reaches the guest only on the user-net address)."""
+    done = []
+    interfaces = root / "etc" / "network" / "interfaces"
+    if interfaces.is_file():
+        shutil.copy2(interfaces, interfaces.with_name("interfaces.production"))
+        interfaces.write_text("# understudy clone: production's config is in interfaces.production\n"
+                              "auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n")
+        d = interfaces.with_name("interfaces.d")
+        if d.is_dir():
+            for f in d.iterdir():
+                if f.is_file():
+                    f.rename(f.with_name(f.name + ".production-disabled"))
+        done.append("/etc/network/interfaces: eth0 dhcp")
+    networkd = root / "etc" / "systemd" / "network"
+    if networkd.is_dir():
+        for f in networkd.glob("*.network"):
+            f.rename(f.with_name(f.name + ".production-disabled"))
+        (networkd / "10-understudy-clone.network").write_text("[Match]\nName=eth0 en*\n\n[Network]\nDHCP=yes\n")
+        done.append("/etc/systemd/network: DHCP on eth0")
+    netplan = root / "etc" / "netplan"
+    if netplan.is_dir():
+        for f in netplan.glob("*.yaml"):
+            f.rename(f.with_name(f.name + ".production-disabled"))
+        (netplan / "10-understudy-clone.yaml").write_text(
+            "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n")
+        done.append("/etc/netplan: DHCP on eth0")
+    return done
+
+
+def disable_service(root: Path, svc: str) -> list[str]:
+    """Disable ``svc`` for every init system present in the tree; returns what was done."""
+    done: list[str] = []
+    # understudy test hosts (busybox init): rcS starts what services.enabled lists
+    enabled = root / "etc" / "understudy" / "services.enabled"
+    if enabled.is_file():
+        lines = enabled.read_text().splitlines()
+        kept = [l for l in lines if l.strip() != svc]
+        if kept != lines:
+            enabled.write_text("".join(l + "\n" for l in kept))
+            done.append(f"removed from /etc/understudy/services.enabled")
+    # systemd: drop the enablement links and mask the unit so nothing pulls it in
+    sysd = root / "etc" / "systemd" / "system"
+    if sysd.is_dir():
+        unit = svc if re.search(r"\.(service|timer|socket|path|target|mount)$", svc) else f"{svc}.service"
+        for link in sysd.glob(f"*.wants/{unit}"):
+            link.unlink()
+            done.append(f"removed {link.relative_to(root)}")
+        mask = sysd / unit
+        if mask.is_symlink() or mask.is_file():
+            mask.unlink()
+        mask.symlink_to("/dev/null")
+        done.append(f"masked {unit}")
+        if unit.endswith(".service"):
+            timer = unit[:-len(".service")] + ".timer"
+            for link in sysd.glob(f"*.wants/{timer}"):
+                link.unlink()
+                done.append(f"removed {link.relative_to(root)}")
+    # sysvinit: what `update-rc.d svc disable` does — S links become K links
+    for link in root.glob(f"etc/rc[0-6S].d/S[0-9][0-9]{svc}"):
+        link.rename(link.with_name("K" + link.name[1:]))
+        done.append(f"{link.relative_to(root)} -> K")
+    return done
+
+
+@dataclass
+class FixupReport:
+    host_key: str
+    old_hostname: str
+    host_keys: dict[str, str]
+    fstab_disabled: list[str]
+    network: list[str]
+    services: dict[str, list[str]]
+
+
+def fixup_clone(root: Path, options: CloneOptions, worker_key: str, emitter: Emitter) -> FixupReport:
+    try:
+        old = fix_hostname(root, options.hostname)
+        emitter.log(f"hostname: {old or '(none)'} -> {options.hostname}", "info")
+        keys = fix_host_keys(root, options.hostname)
+        emitter.log(f"new SSH host keys ({', '.join(keys)}); pin {fingerprint(keys['ed25519'])}", "info")
+        if worker_key:
+            authorize_worker(root, worker_key)
+            emitter.log(f"worker key authorized for root ({fingerprint(worker_key)})", "info")
+        disabled = fix_fstab(root)
+        emitter.log("fstab: / on /dev/vda (ext4)" + (f"; disabled {len(disabled)} line(s) for devices the clone "
+                                                     f"does not have" if disabled else ""), "info")
+        network = fix_network(root)
+        for n in network:
+            emitter.log(f"network: {n}", "info")
+        services: dict[str, list[str]] = {}
+        for svc in options.disable_services:
+            services[svc] = disable_service(root, svc)
+            emitter.log(f"service {svc}: " + ("; ".join(services[svc]) or
+                                              "not enabled on this host (nothing to disable)"),
+                        "info" if services[svc] else "stderr")
+    except OSError as exc:
+        raise FixupError(f"fixing up the clone in {root} failed: {exc}") from exc
+    return FixupReport(keys["ed25519"], old, keys, disabled, network, services)
+
+
+# --------------------------------------------------------------------------- boot check
+
+def _copy_sparse(src: Path, dst: Path) -> None:
+    proc = subprocess.run(["cp", "--sparse=always", "--", str(src), str(dst)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BootFilesMissing(f"copying {src} out of staging failed: {proc.stderr.strip()}")
+
+
+def verify_clone_ssh(info: DomainInfo, host_key: str, options: CloneOptions, timeout: float,
+                     emitter: Emitter) -> str:
+    """The clone answered: prove it is *our* clone (pinned new key) and, with the worker key,
+    that the worker can log in. Returns what the check saw."""
+    from .ssh import scan_host_key
+    host, port = info.ssh_host or "127.0.0.1", int(info.ssh_port or 0)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if options.worker_key_path:
+                ep = Endpoint(host, port, "root", options.worker_key_path, host_key, label=f"clone {info.name}")
+                with Session.connect(ep, timeout=15) as s:
+                    name = s.check_output(["hostname"], timeout=30).decode().strip()
+                if name != options.hostname:
+                    raise BootError(f"clone answered as {name!r}, expected {options.hostname!r}")
+                return f"logged in with the worker key; hostname {name}"
+            presented = scan_host_key(host, port, timeout=15)
+            if presented.split()[:2] != host_key.split()[:2]:
+                raise BootError(f"clone {info.name} presented {fingerprint(presented)}, "
+                                f"not the pinned {fingerprint(host_key)}")
+            return f"host key matches the pin {fingerprint(host_key)}"
+        except SSHError as exc:
+            if "MISMATCH" in str(exc):
+                raise BootError(f"clone {info.name}: {exc}") from exc
+            last = exc
+            time.sleep(1)
+    raise BootError(f"clone {info.name} did not accept SSH with its pinned key within {timeout:.0f}s: {last}")
+
+
+# --------------------------------------------------------------------------- main entry
+
+class _Phases:
+    """Emits phases and records their durations."""
+
+    def __init__(self, emitter: Emitter) -> None:
+        self.emitter = emitter
+        self.timings: dict[str, float] = {}
+        self._name: str | None = None
+        self._t = 0.0
+
+    def start(self, name: str, *, emit: bool = True) -> None:
+        self.stop()
+        self._name, self._t = name, time.monotonic()
+        if emit:
+            self.emitter.phase(name)
+
+    def stop(self) -> None:
+        if self._name is not None:
+            self.timings[self._name] = round(time.monotonic() - self._t, 3)
+            self._name = None
+
+
+def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path, options: CloneOptions,
+               emitter: Emitter | None = None, cancel: Callable[[], bool] | None = None) -> CloneResult:
+    """Clone the running host ``source`` into a libvirt domain ``options.name``.
+
+    Layout: ``storage_dir/<name>/{staging/, disk.qcow2, vmlinuz, initrd.img, serial.log}``.
+    ``cancel`` is polled between phases and during the streams. On any failure everything
+    this call created is removed before the exception propagates.
+    """
+    emitter = emitter or NullEmitter()
+    _validate(options)
+    worker_key = _worker_public_key(options)
+    storage = Path(storage_dir).resolve()
+    clone_dir = storage / options.name
+    staging = clone_dir / "staging"
+    phases = _Phases(emitter)
+    t_all = time.monotonic()
+    created = {"storage": False, "clone_dir": False, "domain": False}
+    hv: Hypervisor | None = None
+    try:
+        phases.start("connect")
+        try:
+            hv = Hypervisor(hypervisor_uri, emitter)
+        except HypervisorError as exc:
+            raise DefineError(str(exc)) from exc
+        if hv._lookup(options.name) is not None:
+            raise CloneExistsError(f"a domain named {options.name!r} already exists on {hypervisor_uri}; "
+                                   f"destroy it first (leftover? see Hypervisor.list_clones())")
+        if clone_dir.exists():
+            raise CloneExistsError(f"{clone_dir} already exists (a leftover clone?); destroy_clone() it first")
+        domain_type = detect_accel(options.domain_type) if options.domain_type else detect_accel()
+        with Session.connect(source) as session:   # SSHError subclasses propagate unchanged
+            emitter.log(f"connected to {source} (host key {fingerprint(source.host_key)})", "info")
+
+            phases.start("estimate")
+            facts = estimate_source(session, list(options.exclude), emitter)
+            emitter.data("estimate", {"bytes": facts.bytes, "files": facts.files, "tar": facts.tar_version})
+
+            phases.start("capacity")
+            margin = 1 + options.headroom_percent / 100
+            # peak use: staging + the sparse raw ext4 + the qcow2 being converted from it
+            needed = int(facts.bytes * margin * 3)
+            if not storage.exists():
+                storage.mkdir(parents=True)
+                created["storage"] = True
+            try:
+                free = Hypervisor.check_capacity(storage, needed)
+            except CapacityError as exc:
+                raise CloneCapacityError(
+                    f"refusing to clone {source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
+                    f"hypervisor (staging + image, +{options.headroom_percent}% headroom): {exc}") from exc
+            emitter.log(f"capacity: {_human(free)} free in {storage}, ~{_human(needed)} needed", "info")
+            clone_dir.mkdir()
+            created["clone_dir"] = True
+            (clone_dir / CLONE_MARKER).write_text(f"{options.name}\n{options.rehearsal_id}\n{time.time():.3f}\n")
+            staging.mkdir()
+            os.chmod(staging, 0o755)
+            _check(cancel)
+
+            if options.pre_command:
+                phases.start("pre_command")
+                _run_hook(session, options.pre_command, "pre_command", options.hook_timeout, emitter)
+                _check(cancel)
+
+            phases.start("stream")
+            lx, la = local_tar_features()
+            xattrs, acls = facts.xattrs and lx, facts.acls and la
+            if not xattrs:
+                emitter.log("xattrs not supported by both tars: copying without them", "stderr")
+            src_t0 = _source_clock(session)
+            point_in_time = time.time()
+            emitter.log(f"point in time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(point_in_time))} UTC "
+                        f"(worker clock); production clock {'%.3f' % src_t0 if src_t0 else 'unknown'}", "info")
+            first = run_tar_pass(source, remote_tar_command(options, facts, xattrs=xattrs, acls=acls), staging,
+                                 xattrs=xattrs, acls=acls, emitter=emitter, stage="stream",
+                                 total_bytes=facts.bytes + facts.files * 1024, total_files=facts.files,
+                                 cancel=cancel)
+            unreadable = sorted(set(first.diagnostics.unreadable))
+            if unreadable and not options.allow_unreadable:
+                shown = ", ".join(unreadable[:10]) + (f" (+{len(unreadable) - 10} more)" if len(unreadable) > 10
+                                                       else "")
+                raise UnreadableFilesError(
+                    f"{len(unreadable)} path(s) on {source} could not be read as {source.user}: {shown} — "
+                    f"clone as root, or add them to the exclude list (or allow_unreadable) to clone without "
+                    f"them", unreadable)
+            emitter.log(f"stream: {_human(first.bytes)}, {len(first.members)} entries in {first.seconds:.1f}s "
+                        f"({_human(first.bytes / max(first.seconds, 1e-6))}/s)", "info")
+            _check(cancel)
+
+            phases.start("delta")
+            newer = (src_t0 if src_t0 is not None else point_in_time) - DELTA_CLOCK_MARGIN
+            delta = run_tar_pass(source, remote_tar_command(options, facts, newer_than=newer, xattrs=xattrs,
+                                                            acls=acls), staging,
+                                 xattrs=xattrs, acls=acls, emitter=emitter, stage="delta", total_bytes=None,
+                                 total_files=None, cancel=cancel)
+            now_on_source = list_source(session, options, facts)
+            gone = sorted(list_staging(staging) - now_on_source)
+            remove_vanished(staging, gone)
+            unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
+            consistency = build_consistency(first, delta, [_abs(os.fsdecode(g)) for g in gone], unreadable,
+                                            point_in_time, options.pre_command)
+            emitter.log(consistency["summary"], "info")
+            emitter.data("consistency", consistency)
+            _check(cancel)
+
+            if options.post_command:
+                phases.start("post_command")
+                _run_hook(session, options.post_command, "post_command", options.hook_timeout, emitter)
+
+        phases.start("fixup")
+        try:
+            boot = find_boot_files(staging)
+        except ImageError as exc:
+            raise BootFilesMissing(f"{source}: {exc}") from exc
+        report = fixup_clone(staging, options, worker_key, emitter)
+        kernel = clone_dir / "vmlinuz"
+        initrd = clone_dir / "initrd.img" if boot.initrd else None
+        _copy_sparse(boot.kernel, kernel)
+        if boot.initrd and initrd:
+            _copy_sparse(boot.initrd, initrd)
+        _check(cancel)
+
+        phases.start("image", emit=False)   # build_disk emits "image" itself
+        disk = clone_dir / "disk.qcow2"
+        headroom = max(int(facts.bytes * options.headroom_percent / 100), MIN_IMAGE_HEADROOM)
+        try:
+            image = build_disk(staging, disk, emitter, headroom=headroom, label="understudy-root")
+        except DiskFullError as exc:
+            raise CloneCapacityError(f"building the clone's disk: {exc}") from exc
+        except ImageError as exc:
+            raise ImageBuildError(f"building the clone's disk: {exc}") from exc
+        _check(cancel)
+
+        phases.start("define")
+        spec = CloneDomainSpec(name=options.name, disk_path=disk, kernel_path=kernel, initrd_path=initrd,
+                               ssh_port=free_port(), serial_log=clone_dir / "serial.log",
+                               memory_mib=options.memory_mib, vcpus=options.vcpus, cmdline=options.cmdline,
+                               domain_type=domain_type, rehearsal_id=options.rehearsal_id, clone_id=options.name)
+        try:
+            created["domain"] = True   # set before: a half-started domain is ours to remove
+            info = hv.define_and_start(spec, port_retries=3)
+        except HypervisorError as exc:
+            raise DefineError(str(exc)) from exc
+
+        phases.start("boot")
+        booted = False
+        if hv.is_test_driver:
+            emitter.log(f"{hypervisor_uri} is libvirt's test driver: the domain is defined and 'running' there "
+                        f"but nothing boots; skipping the SSH wait (booted=False)", "info")
+        else:
+            t_boot = time.monotonic()
+            try:
+                hv.wait_until_ssh(info, timeout=options.boot_timeout)
+                seen = verify_clone_ssh(info, report.host_key, options,
+                                        max(30.0, options.boot_timeout - (time.monotonic() - t_boot)), emitter)
+            except (HypervisorError, ReadinessTimeout) as exc:
+                raise BootError(f"clone {options.name} did not come up: {exc}") from exc
+            emitter.log(f"clone {options.name} is up on {info.ssh_host}:{info.ssh_port}: {seen}", "info")
+            booted = True
+        phases.stop()
+        phases.timings["total"] = round(time.monotonic() - t_all, 3)
+        result = CloneResult(
+            domain_name=options.name, disk_path=str(disk), staging_dir=str(staging), kernel_path=str(kernel),
+            initrd_path=str(initrd) if initrd else None, ssh_host=info.ssh_host or "127.0.0.1",
+            ssh_port=int(info.ssh_port or spec.ssh_port), user="root", host_key=report.host_key,
+            point_in_time=point_in_time, consistency=consistency, bytes=first.bytes + delta.bytes,
+            files=image.tree.files, timings=phases.timings, booted=booted, clone_dir=str(clone_dir),
+            serial_log=str(spec.serial_log), domain_type=domain_type, source_point_in_time=src_t0,
+            fixups={"old_hostname": report.old_hostname, "host_keys": report.host_keys,
+                    "fstab_disabled": report.fstab_disabled, "network": report.network,
+                    "services": report.services})
+        emitter.data("clone", {k: v for k, v in result.to_dict().items() if k != "consistency"})
+        return result
+    except BaseException as exc:
+        phases.stop()
+        emitter.log(f"clone failed in phase {list(phases.timings)[-1] if phases.timings else 'connect'}: "
+                    f"{type(exc).__name__}: {exc}; cleaning up", "stderr")
+        _cleanup(hv, options.name, clone_dir, storage, created, emitter)
+        raise
+    finally:
+        if hv is not None:
+            hv.close()
+
+
+def parse_clock(text: str) -> float | None:
+    """`date +%s.%N` output; busybox date prints a literal '%N' (or 'N'): keep the seconds."""
+    m = re.match(r"\s*(\d+)(\.\d+)?", text)
+    if not m:
+        return None
+    return float(m.group(1) + (m.group(2) or ""))
+
+
+def _source_clock(session: Session) -> float | None:
+    try:
+        return parse_clock(session.check_output("date +%s.%N", timeout=30).decode())
+    except CommandFailed:
+        return None
+
+
+def _run_hook(session: Session, command: str, what: str, timeout: float, emitter: Emitter) -> None:
+    emitter.log(f"{what}: {command}", "info")
+    try:
+        res = session.run(command, emitter=emitter, timeout=timeout, expect_exit=0)
+    except CommandFailed as exc:
+        raise HookFailed(f"{what} failed: {exc}") from exc
+    except SSHError as exc:
+        raise HookFailed(f"{what} did not complete: {exc}") from exc
+    emitter.log(f"{what}: done in {res.duration:.1f}s", "info")
+
+
+def _cleanup(hv: Hypervisor | None, name: str, clone_dir: Path, storage: Path, created: dict,
+             emitter: Emitter) -> None:
+    """Remove only what this run created; never raises (the original error matters more)."""
+    if created["domain"] and hv is not None:
+        try:
+            hv.destroy(name, remove_disk=False)
+        except HypervisorError as exc:
+            emitter.log(f"cleanup: could not remove domain {name}: {exc}", "stderr")
+    if created["clone_dir"]:
+        shutil.rmtree(clone_dir, ignore_errors=True)
+        if clone_dir.exists():
+            emitter.log(f"cleanup: {clone_dir} could not be removed completely", "stderr")
+    if created["storage"]:
+        try:
+            storage.rmdir()
+        except OSError:
+            pass
+
+
+def destroy_clone(hypervisor_uri: str, target: CloneResult | str, *, storage_dir: str | Path | None = None,
+                  emitter: Emitter | None = None) -> list[str]:
+    """Remove a clone: the domain (stopped, undefined), and its directory (disk, kernel
+    copies, serial log, staging). ``target`` is a CloneResult or a domain name (then
+    ``storage_dir`` locates ``storage_dir/<name>``). Only a directory carrying our marker
+    file is deleted. Returns what was removed; idempotent."""
+    emitter = emitter or NullEmitter()
+    if isinstance(target, CloneResult):
+        name, clone_dir = target.domain_name, Path(target.clone_dir or Path(target.disk_path).parent)
+    else:
+        name = target
+        if storage_dir is None:
+            raise CloneSpecError("destroy_clone(name) needs storage_dir to find the clone's files")
+        clone_dir = Path(storage_dir) / name
+    removed: list[str] = []
+    try:
+        with Hypervisor(hypervisor_uri, emitter) as hv:
+            if hv.destroy(name, remove_disk=False):
+                removed.append(f"domain {name}")
+    except HypervisorError as exc:
+        raise CloneError(f"destroying domain {name} failed: {exc}") from exc
+    if clone_dir.is_dir():
+        if not (clone_dir / CLONE_MARKER).is_file():
+            raise CloneError(f"{clone_dir} has no {CLONE_MARKER} marker: not deleting a directory "
+                             f"understudy did not create")
+        shutil.rmtree(clone_dir)
+        removed.append(str(clone_dir))
+        emitter.log(f"removed {clone_dir} (disk, kernel, staging)", "info")
+    return removed
+
+
+__all__ = [
+    "CloneOptions", "CloneResult", "clone_host", "destroy_clone",
+    "CloneError", "CloneSpecError", "CloneExistsError", "SourceError", "TarMissingError", "HookFailed",
+    "CloneCapacityError", "StreamError", "UnreadableFilesError", "FixupError", "BootFilesMissing",
+    "ImageBuildError", "DefineError", "BootError", "CloneCancelled",
+    "TarDiagnostics", "parse_estimate", "remote_tar_command", "fixup_clone", "disable_service", "fix_fstab",
+]
