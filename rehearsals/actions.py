@@ -81,6 +81,11 @@ def _destroy_clone(r, user, data):
     return "The clone is being destroyed"
 
 
+def _rollback(r, user, data):
+    services.request_rollback(_step_run(r, data), user, note=_note(data))
+    return "Rolling back the sync-back from its backup"
+
+
 def _cancel(r, user, data):
     services.cancel(r, user, note=_note(data))
     return "Cancelled"
@@ -89,7 +94,7 @@ def _cancel(r, user, data):
 ACTIONS: dict[str, Callable[[Rehearsal, Any, dict], str]] = {
     "start": _start, "advance": _advance, "approve": _approve, "reject": _reject, "confirm": _confirm,
     "retry": _retry, "skip": _skip, "cancel": _cancel, "select": _select,
-    "destroy_clone": _destroy_clone,
+    "destroy_clone": _destroy_clone, "rollback": _rollback,
 }
 
 

@@ -372,6 +372,62 @@ def clone_destroyed(clone_id: int, actor_id: int | None) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- sync-back rollback
+
+@transaction.atomic
+def request_rollback(step_run: StepRun, user, *, note: str) -> None:
+    """Put back every production file a sync-back replaced, from its backup directory."""
+    from workers.tasks import rollback_sync
+
+    require_operator(user)
+    run = _lock_run(step_run)
+    if run.step.kind != "sync_back":
+        raise TransitionError("only a sync-back step can be rolled back")
+    if run.status in {S.QUEUED, S.RUNNING}:
+        raise TransitionError("the sync-back is still running; cancel it first")
+    if not run.sync_journal.exists():
+        raise TransitionError("this sync-back never wrote anything to production: there is nothing to roll back")
+    if not note.strip():
+        raise TransitionError("a rollback needs a note saying why (it goes into the report)")
+    record(run.rehearsal.incident, user, "sync.rollback_requested", f"Rollback of the sync-back requested: {note}",
+           rehearsal=run.rehearsal, step_run=run)
+    actor_id = user.pk
+    transaction.on_commit(lambda: rollback_sync.apply_async(args=[run.pk, actor_id],
+                                                            queue=run.rehearsal.hypervisor.queue))
+
+
+def rollback_done(step_run_id: int, actor_id: int | None) -> dict:
+    """Worker side: run the engine's rollback, record the outcome on the run and the timeline."""
+    from django.contrib.auth import get_user_model
+
+    from workers.engines.sync import SyncError, rollback
+
+    from .events import StepEventSink
+    from .steps.sync_back import run_id_for
+
+    run = StepRun.objects.select_related("rehearsal__incident__production_host", "step").get(pk=step_run_id)
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    sink = StepEventSink(run)
+    try:
+        sink.phase("rollback")
+        report = rollback(run_id_for(run), run.rehearsal.incident.production_host.endpoint(),
+                          backup_dir=run.step.params["backup_dir"], emitter=sink)
+    except SyncError as exc:
+        sink.close()
+        record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback failed: {exc}",
+               rehearsal=run.rehearsal, step_run=run)
+        raise
+    sink.close()
+    out = {"restored": report.restored, "unchanged": report.unchanged, "failed": report.failed,
+           "seconds": round(report.seconds, 3), "files": [f.__dict__ for f in report.files]}
+    StepRun.objects.filter(pk=run.pk).update(result={**run.result, "rollback": out})
+    record(run.rehearsal.incident, actor, "sync.rolled_back" if report.ok else "sync.rollback_failed",
+           f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already original, "
+           f"{report.failed} failed", rehearsal=run.rehearsal, step_run=run)
+    publish_status(StepRun.objects.select_related("rehearsal").get(pk=run.pk))
+    return out
+
+
 def _revoke(task_id: str) -> None:
     from understudy.celery import app
 

@@ -30,3 +30,10 @@ def destroy_leftover(hypervisor_id: int, domain_name: str) -> bool:
     from rehearsals.models import Hypervisor
 
     return destroy(Hypervisor.objects.get(pk=hypervisor_id), domain_name)
+
+
+@shared_task(name="understudy.rollback_sync")
+def rollback_sync(step_run_id: int, actor_id: int | None = None) -> dict:
+    from rehearsals.services import rollback_done
+
+    return rollback_done(step_run_id, actor_id)

@@ -91,6 +91,8 @@
       if (run.result && run.result.checks) li.append(renderChecks(run.result.checks));
       if (step.kind === "diff" && run.result && run.result.totals) li.append(renderDiffSummary(run.result));
       if (run.findings && run.findings.length) li.append(renderFindings(run));
+      if (run.result && run.result.preview) li.append(renderPreview(run.result.preview));
+      if (step.kind === "sync_back" && run.result && run.result.files) li.append(renderSyncReport(run));
       const pre = h("pre", { class: "log", id: `log-${run.id}` });
       fillLog(pre, run.id);
       li.append(pre);
@@ -163,6 +165,36 @@
       btn.addEventListener("click", () => send("select", { step_run: run.id,
         findings: [...table.querySelectorAll("input.pick:checked")].map((b) => Number(b.dataset.finding)) }));
       wrap.append(btn);
+    }
+    return wrap;
+  }
+
+  function renderPreview(p) {
+    const t = p.totals || {};
+    const tbody = h("tbody");
+    for (const f of p.files || []) {
+      tbody.append(h("tr", { class: f.conflicts && f.conflicts.length ? "leftover" : "" },
+        h("td", {}, h("code", { text: f.display || f.prod_path || "" })), h("td", { text: fmtBytes(f.send_bytes) }),
+        h("td", { text: f.whole ? "whole file" : `${(f.chunks || []).length} chunk(s)` }),
+        h("td", {}, h("code", { text: f.backup || "" })),
+        h("td", { class: "error", text: (f.conflicts || []).join(", ") })));
+    }
+    return h("div", { class: "preview" },
+      h("p", {}, h("strong", { text: `Preview: ${t.files} file(s), at most ${fmtBytes(t.send_bytes)} in ${t.chunks} chunk(s) to send` }),
+        t.blocked ? h("span", { class: "error", text: ` · ${t.blocked} blocked: production changed since the clone` }) : "",
+        h("span", { class: "muted", text: ` · plan ${String(p.fingerprint || "").slice(0, 12)}` })),
+      h("table", { class: "grid" }, h("thead", {}, h("tr", {}, ...["File", "To send", "Chunks", "Original kept at", "Drift"].map((x) => h("th", { text: x })))), tbody));
+  }
+
+  function renderSyncReport(run) {
+    const r = run.result;
+    const done = (r.files || []).filter((f) => f.state === "done").length;
+    const wrap = h("div", {}, h("p", {}, h("strong", { text: `${done} file(s) replaced, ${fmtBytes(r.data_bytes)} of file data sent ` +
+      `(${fmtBytes(r.bytes_to_production)} on the wire to production) in ${fmtSecs(r.seconds)}` }),
+      r.rollback ? h("span", { class: "error", text: ` · rolled back: ${r.rollback.restored} restored, ${r.rollback.failed} failed` }) : ""));
+    if (cfg.canOperate && !r.rollback) {
+      const note = h("input", { type: "text", placeholder: "why roll back?", class: "note" });
+      wrap.append(h("div", { class: "row" }, note, actionButton("Roll back from backup", "rollback", { step_run: run.id }, { noteFrom: note, cls: "danger" })));
     }
     return wrap;
   }

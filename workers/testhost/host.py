@@ -184,7 +184,8 @@ class TestHost:
     def __init__(self, workdir: Path | None = None, *, hostname: str = "production", rootfs: Path | None = None,
                  minidb: bool = False, scenario: bool = False, scenario_kwargs: dict | None = None,
                  netns: bool | None = None, filler_mb: int = 0, extra_binaries: Sequence[str] = (),
-                 die_with_parent: bool = True, start_timeout: float = 15.0, mount_sys: bool = False) -> None:
+                 die_with_parent: bool = True, start_timeout: float = 15.0, mount_sys: bool = False,
+                 with_boot: bool = False) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"testhost-{hostname}-"))
         self.hostname = hostname
@@ -194,6 +195,8 @@ class TestHost:
         self.scenario_kwargs = scenario_kwargs or {}
         self.want_netns = netns  # None: try, fall back to loopback
         self.filler_mb = filler_mb
+        # A kernel + initramfs in /boot: the host can then be cloned into a bootable VM.
+        self.with_boot = with_boot
         self.extra_binaries = tuple(extra_binaries)
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
@@ -237,7 +240,7 @@ class TestHost:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self._given_rootfs is None and not self.rootfs.exists():
             build_rootfs(self.rootfs, hostname=self.hostname, filler_mb=self.filler_mb,
-                         extra_binaries=self.extra_binaries)
+                         extra_binaries=self.extra_binaries, with_boot=self.with_boot)
         else:
             (self.rootfs / "etc" / "hostname").write_text(self.hostname + "\n")
         self.timings["rootfs"] = time.monotonic() - t0

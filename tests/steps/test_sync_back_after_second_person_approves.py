@@ -1,0 +1,123 @@
+"""diff -> preview -> four-eyes approval -> sync_back -> live catch-up -> rollback, through the
+state machine and a real Celery worker, between two real sshd hosts (production and a
+repaired clone). Production ends with exactly the repaired files replaced, the originals in
+the backup dir, every datafile healthy and every write since the backup replayed."""
+import hashlib
+
+import pytest
+
+from incidents.models import TimelineEntry
+from rehearsals import services
+from rehearsals.models import Approval, StepRun, SyncJournalEntry
+from tests.conftest import run_step_to_end, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+S = StepRun.Status
+DATA = "/var/lib/minidb/data"
+BACKUP = "/var/backups/understudy"
+
+
+@pytest.fixture
+def repaired_clone(make_test_host):
+    clone = make_test_host("clone", scenario=True)
+    clone.run("minidb-service stop; minidb-reinit --from /var/backups/minidb/latest.tar.gz")
+    return clone
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
+                                                    worker_hypervisor, register_clone, users):
+    production_host.run("minidb-service disable")
+    r = make_rehearsal(prod_host_row, [
+        {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
+        {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
+        {"kind": "live_sync", "target": "production",
+         "params": {"mode": "vendor", "command": "minidb-replay", "lag_pattern": r"lag_lsn=(?P<lag>\d+)"}},
+    ], on=worker_hypervisor)
+    register_clone(r, repaired_clone)
+    sc = production_host.scenario
+    prod_root, clone_root = production_host.rootfs, repaired_clone.rootfs
+    corrupted = sorted(sc.datafile_in_host(n) for n in sc.corrupted_files)
+    originals = {p: (prod_root / p.lstrip("/")).read_bytes() for p in corrupted}
+    untouched_before = {p: _sha(prod_root / sc.datafile_in_host(n).lstrip("/"))
+                        for n in sc.newer_files + sc.untouched_files for p in [sc.datafile_in_host(n)]}
+
+    diff = run_step_to_end(r, users["alice"], timeout=120)
+    assert diff.status == S.SUCCEEDED, diff.error
+
+    # alice asks; a worker prepares the preview; the plan waits for a second person
+    sync = services.advance(r, users["alice"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120), \
+        StepRun.objects.get(pk=sync.pk).error
+    sync.refresh_from_db()
+    preview = sync.result["preview"]
+    assert sorted(f["display"] for f in preview["files"]) == corrupted
+    assert preview["totals"]["blocked"] == 0 and preview["totals"]["send_bytes"] > 0
+    approval = sync.approvals.get()
+    assert approval.plan["fingerprint"] == preview["fingerprint"] and approval.requested_by == users["alice"]
+    with pytest.raises(services.FourEyesViolation):
+        services.approve(sync, users["alice"])
+    services.approve(sync, users["bob"], note="preview checked: only the corrupted datafiles")
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
+    sync.refresh_from_db()
+    assert sync.status == S.SUCCEEDED, sync.error
+    assert Approval.objects.get(pk=approval.pk).approver == users["bob"]
+
+    # exactly the repaired files changed, byte-identical to the clone; originals in the backup dir
+    for p in corrupted:
+        assert (prod_root / p.lstrip("/")).read_bytes() == (clone_root / p.lstrip("/")).read_bytes()
+        backup = prod_root / BACKUP.lstrip("/") / sync.result["run_id"] / p.lstrip("/")
+        assert backup.read_bytes() == originals[p]
+    for p, digest in untouched_before.items():
+        assert _sha(prod_root / p.lstrip("/")) == digest, f"{p} must be left alone"
+    assert SyncJournalEntry.objects.filter(step_run=sync).exists()
+
+    # live catch-up: the write log since the backup is replayed into the repaired files
+    catchup = run_step_to_end(r, users["alice"], timeout=120)
+    assert catchup.status == S.SUCCEEDED, catchup.error
+    assert catchup.result["last_lag"] == 0
+    out = production_host.run(f"dbverify {DATA}", check=False)
+    assert out.returncode == 0, out.stdout
+    # row by row: production now holds the backup's rows plus every write since, i.e. what a
+    # full rebuild gives: the clone (re-initialized from the backup) replaying production's write log
+    wal = (prod_root / "var/lib/minidb/wal/wal.log").read_bytes()
+    repaired_clone.run("minidb-replay --wal -", input=wal)
+    prod_rows = production_host.run("minidb-dump").stdout.splitlines()
+    want_rows = repaired_clone.run("minidb-dump").stdout.splitlines()
+    assert prod_rows == want_rows
+    new_rows = sum(1 for i in range(sc.extra_rows) if i % 3) * len(sc.newer_files)
+    assert len(prod_rows) == sc.rows_per_file * len(sc.files) + new_rows
+
+    # rollback puts the originals back, verified
+    services.request_rollback(sync, users["bob"], note="rehearsing the way back")
+    assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=60)
+    sync.refresh_from_db()
+    assert sync.result["rollback"]["failed"] == 0
+    assert TimelineEntry.objects.filter(step_run=sync, action__in=["sync.rolled_back", "sync.rollback_failed"]).exists()
+
+
+def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
+                                             worker_hypervisor, register_clone, users):
+    production_host.run("minidb-service disable")
+    r = make_rehearsal(prod_host_row, [
+        {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
+        {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
+    ], on=worker_hypervisor)
+    register_clone(r, repaired_clone)
+    assert run_step_to_end(r, users["alice"], timeout=120).status == S.SUCCEEDED
+    sync = services.advance(r, users["alice"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120)
+    # production moves after the preview was approved-to-be: one selected file is written to
+    victim = production_host.scenario.datafile_in_host(next(iter(production_host.scenario.corrupted_files)))
+    with open(production_host.rootfs / victim.lstrip("/"), "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"written after the preview")
+    before = (production_host.rootfs / victim.lstrip("/")).read_bytes()
+    services.approve(sync, users["bob"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
+    sync.refresh_from_db()
+    assert sync.status == S.FAILED and "changed since it was approved" in sync.error
+    assert (production_host.rootfs / victim.lstrip("/")).read_bytes() == before, "nothing written"
