@@ -17,8 +17,10 @@ class CheckStep(StepKind):
     name = "check"
     label = "Acceptance checks"
     template = "steps/check.html"
-    params = {"checks": List(of=Field(), min_items=1, required=True,
-                             help="Checks: command, http, tcp, file_checksum (see docs/steps.md).")}
+    params = {"checks": List(of=Field(), min_items=1, required=True, help=(
+        "Each check: {type, name, required (default true), timeout}. command: command, expect_exit, "
+        "output_regex; http: url, expect_status, body_regex, max_latency_ms, via (target|local); "
+        "tcp: port, host, via; file_checksum: path, sha256."))}
 
     def validate(self, params, target):
         return [f"checks: {e}" for e in validate_check_specs(params.get("checks"))]

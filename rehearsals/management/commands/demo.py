@@ -36,8 +36,9 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, no_serve, password, **options):
         call_command("migrate", verbosity=0, interactive=False)
         creds = self._users(password)
-        prod = self._production_host()
         hv = self._hypervisor()
+        # With a real hypervisor the demo host carries a kernel in /boot, so its clone boots.
+        prod = self._production_host(with_boot=not hv.is_test_driver)
         rehearsal = self._incident(prod, hv, creds)
         self._banner(host, port, creds, prod, hv, rehearsal)
         if no_serve:
@@ -63,7 +64,7 @@ class Command(BaseCommand):
             creds[name] = pw
         return creds
 
-    def _production_host(self):
+    def _production_host(self, *, with_boot: bool):
         from rehearsals.models import ProductionHost
         from workers.testhost.host import TestHost, TestHostError
 
@@ -72,7 +73,7 @@ class Command(BaseCommand):
             subprocess.run(["rm", "-rf", str(workdir)], check=True)
         self.stdout.write("Starting the demo production host (sshd + minidb in their own namespaces)...")
         try:
-            self.test_host = TestHost(workdir, hostname="db-prod-01", scenario=True).start()
+            self.test_host = TestHost(workdir, hostname="db-prod-01", scenario=True, with_boot=with_boot).start()
         except TestHostError as exc:
             raise CommandError(f"could not start the demo production host: {exc}")
         h = self.test_host
