@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,11 +46,14 @@ from typing import Callable, Iterable
 
 from .events import Emitter, NullEmitter
 from .hypervisor import (
-    CapacityError, CloneDomainSpec, DomainInfo, Hypervisor, HypervisorError, ReadinessTimeout,
-    detect_accel, free_port,
+    CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
+    ReadinessTimeout, detect_accel, free_port,
 )
-from .image import MiB, ImageError, DiskFullError, build_disk, find_boot_files
-from .ssh import CommandFailed, Endpoint, Session, SSHError, command_string, fingerprint
+from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files
+from .ssh import (
+    AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, Session, SSHError, command_string, fingerprint,
+    parse_public_key, scan_host_key,
+)
 
 # Never streamed: pseudo/volatile file systems. Their mount-point directories are kept
 # (empty) because the clone's init mounts them again.
@@ -63,7 +65,6 @@ MIN_IMAGE_HEADROOM = 128 * MiB              # free space inside the clone's ext4
 # The mtime the kernel stamps comes from a coarse clock that can lag date(1) by a tick:
 # start the delta window a little earlier so a write right after T0 is never missed.
 DELTA_CLOCK_MARGIN = 0.05
-TAR_TAIL = 40
 _HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@_.:+-]+$")
 # Virtual file systems that stay in a clone's fstab; block, network and swap lines go.
@@ -146,7 +147,8 @@ class CloneOptions:
     rehearsal_id: str = ""
     pre_command: str | None = None             # run on production before copying (flush/checkpoint)
     post_command: str | None = None            # run on production after the delta pass
-    exclude: list[str] = field(default_factory=list)   # absolute paths, beyond /proc /sys /dev /run /tmp, swap
+    # absolute paths (shell-style patterns allowed: /var/cache/*.tmp), beyond /proc /sys /dev /run /tmp, swap
+    exclude: list[str] = field(default_factory=list)
     disable_services: list[str] = field(default_factory=list)
     memory_mib: int = 1024
     vcpus: int = 1
@@ -227,8 +229,12 @@ def _validate(options: CloneOptions) -> None:
     for s in options.disable_services:
         if not _SERVICE_RE.match(s):
             raise CloneSpecError(f"bad service name {s!r}")
-    if options.worker_public_key and len(options.worker_public_key.split()) < 2:
-        raise CloneSpecError("worker_public_key must be an OpenSSH public key line ('ssh-ed25519 AAAA...')")
+    if options.worker_public_key:
+        try:
+            parse_public_key(options.worker_public_key)
+        except ValueError as exc:
+            raise CloneSpecError(f"worker_public_key must be an OpenSSH public key line "
+                                 f"('ssh-ed25519 AAAA...'): {exc}") from exc
     if not 0 <= options.headroom_percent <= 1000:
         raise CloneSpecError(f"headroom_percent={options.headroom_percent} out of range 0..1000")
 
@@ -673,6 +679,7 @@ def fix_hostname(root: Path, hostname: str) -> str:
     hn = root / "etc" / "hostname"
     if hn.is_file():
         old = hn.read_text(errors="replace").strip()
+    renamed = old if old not in ("", "localhost") else ""   # never rewrite the localhost line
     hn.parent.mkdir(parents=True, exist_ok=True)
     hn.write_text(hostname + "\n")
     hosts = root / "etc" / "hosts"
@@ -683,9 +690,9 @@ def fix_hostname(root: Path, hostname: str) -> str:
         if line.lstrip().startswith("#") or not fields:
             out.append(line)
             continue
-        if old and old in fields[1:] or (old and any(f.split(".")[0] == old for f in fields[1:])):
-            # production's own name(s) on this line: production's address must not resolve to the clone
-            # either way — point the clone's name at the loopback alias like Debian's installer does
+        if renamed and any(f == renamed or f.split(".")[0] == renamed for f in fields[1:]):
+            # production's own name on this line: the clone's new name goes on the loopback alias
+            # (as Debian's installer writes it); production's address stops mapping to a local name
             out.append(f"127.0.1.1\t{hostname}" if not placed else f"# understudy clone: was: {line}")
             placed = True
             continue
@@ -793,6 +800,17 @@ def fix_network(root: Path) -> list[str]:
     return done
 
 
+def _wants_links(sysd: Path, units: list[str]) -> list[Path]:
+    """Enablement symlinks of ``units`` in ``*.wants``/``*.requires``. Not Path.glob: the
+    links point at /lib/systemd/... *outside* the staged tree, i.e. they dangle here, and
+    glob skips dangling links for literal names."""
+    found = []
+    for d in sysd.iterdir():
+        if d.is_dir() and d.name.endswith((".wants", ".requires")):
+            found += [d / u for u in units if (d / u).is_symlink()]
+    return found
+
+
 def disable_service(root: Path, svc: str) -> list[str]:
     """Disable ``svc`` for every init system present in the tree; returns what was done."""
     done: list[str] = []
@@ -803,12 +821,13 @@ def disable_service(root: Path, svc: str) -> list[str]:
         kept = [l for l in lines if l.strip() != svc]
         if kept != lines:
             enabled.write_text("".join(l + "\n" for l in kept))
-            done.append(f"removed from /etc/understudy/services.enabled")
+            done.append("removed from /etc/understudy/services.enabled")
     # systemd: drop the enablement links and mask the unit so nothing pulls it in
     sysd = root / "etc" / "systemd" / "system"
     if sysd.is_dir():
         unit = svc if re.search(r"\.(service|timer|socket|path|target|mount)$", svc) else f"{svc}.service"
-        for link in sysd.glob(f"*.wants/{unit}"):
+        units = [unit] + ([unit[:-len(".service")] + ".timer"] if unit.endswith(".service") else [])
+        for link in _wants_links(sysd, units):
             link.unlink()
             done.append(f"removed {link.relative_to(root)}")
         mask = sysd / unit
@@ -816,15 +835,13 @@ def disable_service(root: Path, svc: str) -> list[str]:
             mask.unlink()
         mask.symlink_to("/dev/null")
         done.append(f"masked {unit}")
-        if unit.endswith(".service"):
-            timer = unit[:-len(".service")] + ".timer"
-            for link in sysd.glob(f"*.wants/{timer}"):
-                link.unlink()
-                done.append(f"removed {link.relative_to(root)}")
     # sysvinit: what `update-rc.d svc disable` does — S links become K links
-    for link in root.glob(f"etc/rc[0-6S].d/S[0-9][0-9]{svc}"):
-        link.rename(link.with_name("K" + link.name[1:]))
-        done.append(f"{link.relative_to(root)} -> K")
+    start_link = re.compile(r"^S\d\d" + re.escape(svc) + "$")
+    for rc in sorted((root / "etc").glob("rc[0-6S].d")):
+        for name in sorted(os.listdir(rc)):
+            if start_link.match(name):
+                (rc / name).rename(rc / ("K" + name[1:]))
+                done.append(f"{(rc / name).relative_to(root)} -> K")
     return done
 
 
@@ -876,7 +893,6 @@ def verify_clone_ssh(info: DomainInfo, host_key: str, options: CloneOptions, tim
                      emitter: Emitter) -> str:
     """The clone answered: prove it is *our* clone (pinned new key) and, with the worker key,
     that the worker can log in. Returns what the check saw."""
-    from .ssh import scan_host_key
     host, port = info.ssh_host or "127.0.0.1", int(info.ssh_port or 0)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -894,9 +910,10 @@ def verify_clone_ssh(info: DomainInfo, host_key: str, options: CloneOptions, tim
                 raise BootError(f"clone {info.name} presented {fingerprint(presented)}, "
                                 f"not the pinned {fingerprint(host_key)}")
             return f"host key matches the pin {fingerprint(host_key)}"
+        except (HostKeyMismatch, AuthenticationFailed) as exc:
+            # sshd is up (the banner came): a wrong key or a refused worker key will not heal
+            raise BootError(f"clone {info.name}: {exc}") from exc
         except SSHError as exc:
-            if "MISMATCH" in str(exc):
-                raise BootError(f"clone {info.name}: {exc}") from exc
             last = exc
             time.sleep(1)
     raise BootError(f"clone {info.name} did not accept SSH with its pinned key within {timeout:.0f}s: {last}")
@@ -925,6 +942,186 @@ class _Phases:
             self._name = None
 
 
+@dataclass
+class _Copy:
+    """Outcome of the stream + delta passes."""
+
+    first: PassResult
+    delta: PassResult
+    consistency: dict
+    point_in_time: float
+    source_clock: float | None
+
+
+@dataclass
+class _Staged:
+    """Outcome of the fix-up: the pin and the kernel/initrd copied out of staging."""
+
+    report: FixupReport
+    kernel: Path
+    initrd: Path | None
+
+
+class _CloneRun:
+    """State of one clone_host call: paths, the libvirt connection, what was created
+    (so a failure removes exactly that), phase timings. One method per phase."""
+
+    def __init__(self, source: Endpoint, hypervisor_uri: str, storage_dir: str | Path, options: CloneOptions,
+                 emitter: Emitter, cancel: Callable[[], bool] | None) -> None:
+        self.source, self.uri, self.options, self.emitter, self.cancel = (
+            source, hypervisor_uri, options, emitter, cancel)
+        self.storage = Path(storage_dir).resolve()
+        self.clone_dir = self.storage / options.name
+        self.staging = self.clone_dir / "staging"
+        self.phases = _Phases(emitter)
+        self.created = {"storage": False, "clone_dir": False, "domain": False}
+        self.hv: Hypervisor | None = None
+
+    # -- connect
+    def open_hypervisor(self) -> Hypervisor:
+        try:
+            self.hv = Hypervisor(self.uri, self.emitter)
+        except HypervisorError as exc:
+            raise DefineError(str(exc)) from exc
+        try:
+            self.hv.info(self.options.name)
+        except DomainNotFoundError:
+            pass   # the name is free
+        else:
+            raise CloneExistsError(f"a domain named {self.options.name!r} already exists on {self.uri}; "
+                                   f"destroy it first (leftover? see Hypervisor.list_clones())")
+        if self.clone_dir.exists():
+            raise CloneExistsError(f"{self.clone_dir} already exists (a leftover clone?); destroy_clone() it first")
+        return self.hv
+
+    # -- capacity
+    def reserve_space(self, facts: SourceFacts) -> None:
+        margin = 1 + self.options.headroom_percent / 100
+        # peak use: staging + the sparse raw ext4 + the qcow2 being converted from it
+        needed = int(facts.bytes * margin * 3)
+        if not self.storage.exists():
+            self.storage.mkdir(parents=True)
+            self.created["storage"] = True
+        try:
+            free = Hypervisor.check_capacity(self.storage, needed)
+        except CapacityError as exc:
+            raise CloneCapacityError(
+                f"refusing to clone {self.source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
+                f"hypervisor (staging + image, +{self.options.headroom_percent}% headroom): {exc}") from exc
+        self.emitter.log(f"capacity: {_human(free)} free in {self.storage}, ~{_human(needed)} needed", "info")
+        self.clone_dir.mkdir()
+        self.created["clone_dir"] = True
+        (self.clone_dir / CLONE_MARKER).write_text(
+            f"{self.options.name}\n{self.options.rehearsal_id}\n{time.time():.3f}\n")
+        self.staging.mkdir()
+        os.chmod(self.staging, 0o755)
+
+    # -- stream + delta
+    def copy(self, session: Session, facts: SourceFacts) -> _Copy:
+        o, em = self.options, self.emitter
+        self.phases.start("stream")
+        lx, la = local_tar_features()
+        xattrs, acls = facts.xattrs and lx, facts.acls and la
+        if not xattrs:
+            em.log("xattrs not supported by both tars: copying without them", "stderr")
+        src_t0 = _source_clock(session)
+        point_in_time = time.time()
+        em.log(f"point in time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(point_in_time))} UTC "
+               f"(worker clock); production clock {'%.3f' % src_t0 if src_t0 else 'unknown'}", "info")
+        first = run_tar_pass(self.source, remote_tar_command(o, facts, xattrs=xattrs, acls=acls), self.staging,
+                             xattrs=xattrs, acls=acls, emitter=em, stage="stream",
+                             total_bytes=facts.bytes + facts.files * 1024, total_files=facts.files,
+                             cancel=self.cancel)
+        unreadable = sorted(set(first.diagnostics.unreadable))
+        if unreadable and not o.allow_unreadable:
+            shown = ", ".join(unreadable[:10]) + (f" (+{len(unreadable) - 10} more)" if len(unreadable) > 10 else "")
+            raise UnreadableFilesError(
+                f"{len(unreadable)} path(s) on {self.source} could not be read as {self.source.user}: {shown} — "
+                f"clone as root, or add them to the exclude list (or allow_unreadable) to clone without them",
+                unreadable)
+        em.log(f"stream: {_human(first.bytes)}, {len(first.members)} entries in {first.seconds:.1f}s "
+               f"({_human(first.bytes / max(first.seconds, 1e-6))}/s)", "info")
+        _check(self.cancel)
+
+        self.phases.start("delta")
+        # production stamped the mtimes, so the window is on production's clock
+        newer = (src_t0 if src_t0 is not None else point_in_time) - DELTA_CLOCK_MARGIN
+        delta = run_tar_pass(self.source, remote_tar_command(o, facts, newer_than=newer, xattrs=xattrs, acls=acls),
+                             self.staging, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
+                             total_files=None, cancel=self.cancel)
+        gone = sorted(list_staging(self.staging) - list_source(session, o, facts))
+        remove_vanished(self.staging, gone)
+        unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
+        consistency = build_consistency(first, delta, [_abs(os.fsdecode(g)) for g in gone], unreadable,
+                                        point_in_time, o.pre_command)
+        em.log(consistency["summary"], "info")
+        em.data("consistency", consistency)
+        return _Copy(first, delta, consistency, point_in_time, src_t0)
+
+    # -- fixup
+    def fix_up(self, worker_key: str) -> _Staged:
+        try:
+            boot = find_boot_files(self.staging)
+        except ImageError as exc:
+            raise BootFilesMissing(f"{self.source}: {exc}") from exc
+        report = fixup_clone(self.staging, self.options, worker_key, self.emitter)
+        kernel = self.clone_dir / "vmlinuz"
+        initrd = self.clone_dir / "initrd.img" if boot.initrd else None
+        _copy_sparse(boot.kernel, kernel)
+        if boot.initrd and initrd:
+            _copy_sparse(boot.initrd, initrd)
+        return _Staged(report, kernel, initrd)
+
+    # -- image
+    def build_image(self, facts: SourceFacts) -> DiskImage:
+        disk = self.clone_dir / "disk.qcow2"
+        headroom = max(int(facts.bytes * self.options.headroom_percent / 100), MIN_IMAGE_HEADROOM)
+        try:
+            return build_disk(self.staging, disk, self.emitter, headroom=headroom, label="understudy-root")
+        except DiskFullError as exc:
+            raise CloneCapacityError(f"building the clone's disk: {exc}") from exc
+        except ImageError as exc:
+            raise ImageBuildError(f"building the clone's disk: {exc}") from exc
+
+    # -- define
+    def define(self, staged: _Staged, disk: Path, domain_type: str) -> tuple[CloneDomainSpec, DomainInfo]:
+        assert self.hv is not None
+        o = self.options
+        spec = CloneDomainSpec(name=o.name, disk_path=disk, kernel_path=staged.kernel, initrd_path=staged.initrd,
+                               ssh_port=free_port(), serial_log=self.clone_dir / "serial.log",
+                               memory_mib=o.memory_mib, vcpus=o.vcpus, cmdline=o.cmdline, domain_type=domain_type,
+                               rehearsal_id=o.rehearsal_id, clone_id=o.name)
+        self.created["domain"] = True   # before the call: a half-started domain is ours to remove
+        try:
+            return spec, self.hv.define_and_start(spec, port_retries=3)
+        except HypervisorError as exc:
+            raise DefineError(str(exc)) from exc
+
+    # -- boot
+    def boot(self, info: DomainInfo, host_key: str) -> bool:
+        assert self.hv is not None
+        o = self.options
+        if self.hv.is_test_driver:
+            self.emitter.log(f"{self.uri} is libvirt's test driver: the domain is defined and 'running' there but "
+                             f"nothing boots; skipping the SSH wait (booted=False)", "info")
+            return False
+        t_boot = time.monotonic()
+        try:
+            self.hv.wait_until_ssh(info, timeout=o.boot_timeout)
+            seen = verify_clone_ssh(info, host_key, o, max(30.0, o.boot_timeout - (time.monotonic() - t_boot)),
+                                    self.emitter)
+        except (HypervisorError, ReadinessTimeout) as exc:
+            raise BootError(f"clone {o.name} did not come up: {exc}") from exc
+        self.emitter.log(f"clone {o.name} is up on {info.ssh_host}:{info.ssh_port}: {seen}", "info")
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        self.phases.stop()
+        where = list(self.phases.timings)[-1] if self.phases.timings else "connect"
+        self.emitter.log(f"clone failed in phase {where}: {type(exc).__name__}: {exc}; cleaning up", "stderr")
+        _cleanup(self.hv, self.options.name, self.clone_dir, self.storage, self.created, self.emitter)
+
+
 def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path, options: CloneOptions,
                emitter: Emitter | None = None, cancel: Callable[[], bool] | None = None) -> CloneResult:
     """Clone the running host ``source`` into a libvirt domain ``options.name``.
@@ -936,176 +1133,61 @@ def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path
     emitter = emitter or NullEmitter()
     _validate(options)
     worker_key = _worker_public_key(options)
-    storage = Path(storage_dir).resolve()
-    clone_dir = storage / options.name
-    staging = clone_dir / "staging"
-    phases = _Phases(emitter)
+    run = _CloneRun(source, hypervisor_uri, storage_dir, options, emitter, cancel)
+    ph = run.phases
     t_all = time.monotonic()
-    created = {"storage": False, "clone_dir": False, "domain": False}
-    hv: Hypervisor | None = None
     try:
-        phases.start("connect")
-        try:
-            hv = Hypervisor(hypervisor_uri, emitter)
-        except HypervisorError as exc:
-            raise DefineError(str(exc)) from exc
-        if hv._lookup(options.name) is not None:
-            raise CloneExistsError(f"a domain named {options.name!r} already exists on {hypervisor_uri}; "
-                                   f"destroy it first (leftover? see Hypervisor.list_clones())")
-        if clone_dir.exists():
-            raise CloneExistsError(f"{clone_dir} already exists (a leftover clone?); destroy_clone() it first")
+        ph.start("connect")
+        run.open_hypervisor()
         domain_type = detect_accel(options.domain_type) if options.domain_type else detect_accel()
         with Session.connect(source) as session:   # SSHError subclasses propagate unchanged
             emitter.log(f"connected to {source} (host key {fingerprint(source.host_key)})", "info")
-
-            phases.start("estimate")
+            ph.start("estimate")
             facts = estimate_source(session, list(options.exclude), emitter)
             emitter.data("estimate", {"bytes": facts.bytes, "files": facts.files, "tar": facts.tar_version})
-
-            phases.start("capacity")
-            margin = 1 + options.headroom_percent / 100
-            # peak use: staging + the sparse raw ext4 + the qcow2 being converted from it
-            needed = int(facts.bytes * margin * 3)
-            if not storage.exists():
-                storage.mkdir(parents=True)
-                created["storage"] = True
-            try:
-                free = Hypervisor.check_capacity(storage, needed)
-            except CapacityError as exc:
-                raise CloneCapacityError(
-                    f"refusing to clone {source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
-                    f"hypervisor (staging + image, +{options.headroom_percent}% headroom): {exc}") from exc
-            emitter.log(f"capacity: {_human(free)} free in {storage}, ~{_human(needed)} needed", "info")
-            clone_dir.mkdir()
-            created["clone_dir"] = True
-            (clone_dir / CLONE_MARKER).write_text(f"{options.name}\n{options.rehearsal_id}\n{time.time():.3f}\n")
-            staging.mkdir()
-            os.chmod(staging, 0o755)
+            ph.start("capacity")
+            run.reserve_space(facts)
             _check(cancel)
-
             if options.pre_command:
-                phases.start("pre_command")
+                ph.start("pre_command")
                 _run_hook(session, options.pre_command, "pre_command", options.hook_timeout, emitter)
                 _check(cancel)
-
-            phases.start("stream")
-            lx, la = local_tar_features()
-            xattrs, acls = facts.xattrs and lx, facts.acls and la
-            if not xattrs:
-                emitter.log("xattrs not supported by both tars: copying without them", "stderr")
-            src_t0 = _source_clock(session)
-            point_in_time = time.time()
-            emitter.log(f"point in time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(point_in_time))} UTC "
-                        f"(worker clock); production clock {'%.3f' % src_t0 if src_t0 else 'unknown'}", "info")
-            first = run_tar_pass(source, remote_tar_command(options, facts, xattrs=xattrs, acls=acls), staging,
-                                 xattrs=xattrs, acls=acls, emitter=emitter, stage="stream",
-                                 total_bytes=facts.bytes + facts.files * 1024, total_files=facts.files,
-                                 cancel=cancel)
-            unreadable = sorted(set(first.diagnostics.unreadable))
-            if unreadable and not options.allow_unreadable:
-                shown = ", ".join(unreadable[:10]) + (f" (+{len(unreadable) - 10} more)" if len(unreadable) > 10
-                                                       else "")
-                raise UnreadableFilesError(
-                    f"{len(unreadable)} path(s) on {source} could not be read as {source.user}: {shown} — "
-                    f"clone as root, or add them to the exclude list (or allow_unreadable) to clone without "
-                    f"them", unreadable)
-            emitter.log(f"stream: {_human(first.bytes)}, {len(first.members)} entries in {first.seconds:.1f}s "
-                        f"({_human(first.bytes / max(first.seconds, 1e-6))}/s)", "info")
+            copied = run.copy(session, facts)
             _check(cancel)
-
-            phases.start("delta")
-            newer = (src_t0 if src_t0 is not None else point_in_time) - DELTA_CLOCK_MARGIN
-            delta = run_tar_pass(source, remote_tar_command(options, facts, newer_than=newer, xattrs=xattrs,
-                                                            acls=acls), staging,
-                                 xattrs=xattrs, acls=acls, emitter=emitter, stage="delta", total_bytes=None,
-                                 total_files=None, cancel=cancel)
-            now_on_source = list_source(session, options, facts)
-            gone = sorted(list_staging(staging) - now_on_source)
-            remove_vanished(staging, gone)
-            unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
-            consistency = build_consistency(first, delta, [_abs(os.fsdecode(g)) for g in gone], unreadable,
-                                            point_in_time, options.pre_command)
-            emitter.log(consistency["summary"], "info")
-            emitter.data("consistency", consistency)
-            _check(cancel)
-
             if options.post_command:
-                phases.start("post_command")
+                ph.start("post_command")
                 _run_hook(session, options.post_command, "post_command", options.hook_timeout, emitter)
-
-        phases.start("fixup")
-        try:
-            boot = find_boot_files(staging)
-        except ImageError as exc:
-            raise BootFilesMissing(f"{source}: {exc}") from exc
-        report = fixup_clone(staging, options, worker_key, emitter)
-        kernel = clone_dir / "vmlinuz"
-        initrd = clone_dir / "initrd.img" if boot.initrd else None
-        _copy_sparse(boot.kernel, kernel)
-        if boot.initrd and initrd:
-            _copy_sparse(boot.initrd, initrd)
+        ph.start("fixup")
+        staged = run.fix_up(worker_key)
         _check(cancel)
-
-        phases.start("image", emit=False)   # build_disk emits "image" itself
-        disk = clone_dir / "disk.qcow2"
-        headroom = max(int(facts.bytes * options.headroom_percent / 100), MIN_IMAGE_HEADROOM)
-        try:
-            image = build_disk(staging, disk, emitter, headroom=headroom, label="understudy-root")
-        except DiskFullError as exc:
-            raise CloneCapacityError(f"building the clone's disk: {exc}") from exc
-        except ImageError as exc:
-            raise ImageBuildError(f"building the clone's disk: {exc}") from exc
+        ph.start("image", emit=False)   # build_disk emits "image" itself
+        image = run.build_image(facts)
         _check(cancel)
-
-        phases.start("define")
-        spec = CloneDomainSpec(name=options.name, disk_path=disk, kernel_path=kernel, initrd_path=initrd,
-                               ssh_port=free_port(), serial_log=clone_dir / "serial.log",
-                               memory_mib=options.memory_mib, vcpus=options.vcpus, cmdline=options.cmdline,
-                               domain_type=domain_type, rehearsal_id=options.rehearsal_id, clone_id=options.name)
-        try:
-            created["domain"] = True   # set before: a half-started domain is ours to remove
-            info = hv.define_and_start(spec, port_retries=3)
-        except HypervisorError as exc:
-            raise DefineError(str(exc)) from exc
-
-        phases.start("boot")
-        booted = False
-        if hv.is_test_driver:
-            emitter.log(f"{hypervisor_uri} is libvirt's test driver: the domain is defined and 'running' there "
-                        f"but nothing boots; skipping the SSH wait (booted=False)", "info")
-        else:
-            t_boot = time.monotonic()
-            try:
-                hv.wait_until_ssh(info, timeout=options.boot_timeout)
-                seen = verify_clone_ssh(info, report.host_key, options,
-                                        max(30.0, options.boot_timeout - (time.monotonic() - t_boot)), emitter)
-            except (HypervisorError, ReadinessTimeout) as exc:
-                raise BootError(f"clone {options.name} did not come up: {exc}") from exc
-            emitter.log(f"clone {options.name} is up on {info.ssh_host}:{info.ssh_port}: {seen}", "info")
-            booted = True
-        phases.stop()
-        phases.timings["total"] = round(time.monotonic() - t_all, 3)
+        ph.start("define")
+        spec, info = run.define(staged, image.path, domain_type)
+        ph.start("boot")
+        booted = run.boot(info, staged.report.host_key)
+        ph.stop()
+        ph.timings["total"] = round(time.monotonic() - t_all, 3)
+        r = staged.report
         result = CloneResult(
-            domain_name=options.name, disk_path=str(disk), staging_dir=str(staging), kernel_path=str(kernel),
-            initrd_path=str(initrd) if initrd else None, ssh_host=info.ssh_host or "127.0.0.1",
-            ssh_port=int(info.ssh_port or spec.ssh_port), user="root", host_key=report.host_key,
-            point_in_time=point_in_time, consistency=consistency, bytes=first.bytes + delta.bytes,
-            files=image.tree.files, timings=phases.timings, booted=booted, clone_dir=str(clone_dir),
-            serial_log=str(spec.serial_log), domain_type=domain_type, source_point_in_time=src_t0,
-            fixups={"old_hostname": report.old_hostname, "host_keys": report.host_keys,
-                    "fstab_disabled": report.fstab_disabled, "network": report.network,
-                    "services": report.services})
+            domain_name=options.name, disk_path=str(image.path), staging_dir=str(run.staging),
+            kernel_path=str(staged.kernel), initrd_path=str(staged.initrd) if staged.initrd else None,
+            ssh_host=info.ssh_host or "127.0.0.1", ssh_port=int(info.ssh_port or spec.ssh_port), user="root",
+            host_key=r.host_key, point_in_time=copied.point_in_time, consistency=copied.consistency,
+            bytes=copied.first.bytes + copied.delta.bytes, files=image.tree.files, timings=ph.timings,
+            booted=booted, clone_dir=str(run.clone_dir), serial_log=str(spec.serial_log), domain_type=domain_type,
+            source_point_in_time=copied.source_clock,
+            fixups={"old_hostname": r.old_hostname, "host_keys": r.host_keys, "fstab_disabled": r.fstab_disabled,
+                    "network": r.network, "services": r.services})
         emitter.data("clone", {k: v for k, v in result.to_dict().items() if k != "consistency"})
         return result
     except BaseException as exc:
-        phases.stop()
-        emitter.log(f"clone failed in phase {list(phases.timings)[-1] if phases.timings else 'connect'}: "
-                    f"{type(exc).__name__}: {exc}; cleaning up", "stderr")
-        _cleanup(hv, options.name, clone_dir, storage, created, emitter)
+        run.fail(exc)
         raise
     finally:
-        if hv is not None:
-            hv.close()
+        if run.hv is not None:
+            run.hv.close()
 
 
 def parse_clock(text: str) -> float | None:

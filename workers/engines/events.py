@@ -60,6 +60,10 @@ class BaseEmitter(abc.ABC):
         self.emit(Event("log", {"line": line, "stream": stream}))
 
     def phase(self, name: str) -> None:
+        # A new phase measures its own rate: the delta pass or the image conversion report
+        # "bytes" too, and must not inherit the stream's start time.
+        with self._lock:
+            self._progress_start.clear()
         self.emit(Event("phase", {"name": name}))
 
     def data(self, key: str, value: Any) -> None:
