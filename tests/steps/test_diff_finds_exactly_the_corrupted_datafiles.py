@@ -13,13 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DATA = "/var/lib/minidb/data"
 
 
-@pytest.fixture
-def repaired_clone(make_test_host):
-    """A clone of production with the vendor's procedure already run on it."""
-    clone = make_test_host("clone", scenario=True)
-    clone.run("minidb-service stop; minidb-reinit --from /var/backups/minidb/latest.tar.gz")
-    return clone
-
 
 def test_diff_classifies_corrupted_vs_newer(make_rehearsal, prod_host_row, production_host, repaired_clone,
                                             worker_hypervisor, register_clone, users):

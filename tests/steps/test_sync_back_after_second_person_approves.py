@@ -17,12 +17,6 @@ DATA = "/var/lib/minidb/data"
 BACKUP = "/var/backups/understudy"
 
 
-@pytest.fixture
-def repaired_clone(make_test_host):
-    clone = make_test_host("clone", scenario=True)
-    clone.run("minidb-service stop; minidb-reinit --from /var/backups/minidb/latest.tar.gz")
-    return clone
-
 
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()

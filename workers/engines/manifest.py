@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .agent import agent_source
 from .events import Emitter, NullEmitter
-from .ssh import CommandResult, Endpoint, Session, SSHError, command_string
+from .ssh import CommandResult, Endpoint, Session, SSHError, command_string, pump
 
 DEFAULT_CHUNK = 1 << 20
 # best first; chunked mode needs python3 on every side, whole mode works with the shell fallback
@@ -506,20 +506,8 @@ def build_local_manifest(roots: Sequence[str | bytes], *, algo: str, chunk_size:
 def _drain(chan: Any, parser: _AgentOutput, err: _StderrReader, start: float, timeout: float | None,
            label: str) -> int:
     """Read an agent's channel to the end: stdout into the parser, stderr into progress/log."""
-    while True:
-        busy = False
-        while chan.recv_ready():
-            parser.feed(chan.recv(1 << 20))
-            busy = True
-        while chan.recv_stderr_ready():
-            err.feed(chan.recv_stderr(65536))
-            busy = True
-        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            break
-        if timeout is not None and time.monotonic() - start > timeout:
-            raise ManifestError(f"{label}: hashing timed out after {timeout}s")
-        if not busy:
-            select.select([chan], [], [], 0.2)
+    if not pump(chan, parser.feed, err.feed, timeout=timeout, start=start):
+        raise ManifestError(f"{label}: hashing timed out after {timeout}s")
     return chan.recv_exit_status()
 
 

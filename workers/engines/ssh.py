@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import paramiko
 
@@ -166,6 +166,30 @@ class _LineSplitter:
         self.emitter.log(line, self.stream)
 
 
+def pump(chan: paramiko.Channel, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None], *,
+         timeout: float | None = None, start: float | None = None, read_size: int = 1 << 20) -> bool:
+    """Feed a running command's stdout and stderr to callbacks until it exits.
+
+    Returns False if ``timeout`` seconds (from ``start``) passed first. Both streams
+    are drained continuously, so a chatty stderr can never block stdout.
+    """
+    start = time.monotonic() if start is None else start
+    while True:
+        busy = False
+        while chan.recv_ready():
+            on_stdout(chan.recv(read_size))
+            busy = True
+        while chan.recv_stderr_ready():
+            on_stderr(chan.recv_stderr(65536))
+            busy = True
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return True
+        if timeout is not None and time.monotonic() - start > timeout:
+            return False
+        if not busy:
+            select.select([chan], [], [], 0.1)
+
+
 def command_string(command: str | Sequence[str]) -> str:
     """A list is an argv: every element is quoted, never interpreted by the shell."""
     return command if isinstance(command, str) else shlex.join(list(command))
@@ -266,27 +290,11 @@ class Session:
         err = _LineSplitter("stderr", emitter, err_tail)
         start = time.monotonic()
         chan = self._open(cmd)
-        timed_out = False
         try:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            while True:
-                busy = False
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                    busy = True
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
-                    busy = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    # drain whatever arrived between the checks
-                    break
-                if timeout is not None and time.monotonic() - start > timeout:
-                    timed_out = True
-                    break
-                if not busy:
-                    select.select([chan], [], [], 0.1)
+            timed_out = not pump(chan, out.feed, err.feed, timeout=timeout, start=start)
             out.flush()
             err.flush()
             exit_code = None if timed_out else chan.recv_exit_status()
@@ -317,18 +325,8 @@ class Session:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            while True:
-                if chan.recv_ready():
-                    chunks.append(chan.recv(1 << 20))
-                    continue
-                if chan.recv_stderr_ready():
-                    errs.append(chan.recv_stderr(65536))
-                    continue
-                if chan.exit_status_ready():
-                    break
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise CommandTimeout(f"{self.endpoint}: command timed out after {timeout}s: {cmd}")
-                select.select([chan], [], [], 0.1)
+            if not pump(chan, chunks.append, errs.append, timeout=timeout, start=start):
+                raise CommandTimeout(f"{self.endpoint}: command timed out after {timeout}s: {cmd}")
             code = chan.recv_exit_status()
         finally:
             chan.close()
