@@ -408,22 +408,30 @@ def rollback_done(step_run_id: int, actor_id: int | None) -> dict:
     run = StepRun.objects.select_related("rehearsal__incident__production_host", "step").get(pk=step_run_id)
     actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
     sink = StepEventSink(run)
+    refused = ""
     try:
         sink.phase("rollback")
         report = rollback(run_id_for(run), run.rehearsal.incident.production_host.endpoint(),
                           backup_dir=run.step.params["backup_dir"], emitter=sink)
     except SyncError as exc:
+        # Refused files (changed since the sync: restoring them would lose newer data) or a
+        # lost connection: record what happened, per file, for the people deciding next.
+        report, refused = exc.report, str(exc)
+        sink.log(f"rollback: {exc}", "stderr")
+    finally:
         sink.close()
-        record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback failed: {exc}",
-               rehearsal=run.rehearsal, step_run=run)
-        raise
-    sink.close()
-    out = {"restored": report.restored, "unchanged": report.unchanged, "failed": report.failed,
-           "seconds": round(report.seconds, 3), "files": [f.__dict__ for f in report.files]}
+    out = {"error": refused} if refused else {}
+    if report is not None and hasattr(report, "restored"):
+        out.update({"restored": report.restored, "unchanged": report.unchanged, "failed": report.failed,
+                    "seconds": round(report.seconds, 3), "files": [f.__dict__ for f in report.files]})
     StepRun.objects.filter(pk=run.pk).update(result={**run.result, "rollback": out})
-    record(run.rehearsal.incident, actor, "sync.rolled_back" if report.ok else "sync.rollback_failed",
-           f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already original, "
-           f"{report.failed} failed", rehearsal=run.rehearsal, step_run=run)
+    if refused:
+        record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback incomplete: {refused}",
+               rehearsal=run.rehearsal, step_run=run)
+    else:
+        record(run.rehearsal.incident, actor, "sync.rolled_back",
+               f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already "
+               f"original", rehearsal=run.rehearsal, step_run=run)
     publish_status(StepRun.objects.select_related("rehearsal").get(pk=run.pk))
     return out
 

@@ -4,7 +4,7 @@ real clone VM booted under TCG on libvirtd, a real Celery worker and two ops peo
 disable the service -> live P2V clone -> import the backup into the clone -> vendor re-init ->
 acceptance checks -> diff (exactly the corrupted datafiles) -> preview + four-eyes approval ->
 sync back only those -> replay the write log on production -> re-check -> confirm -> re-enable;
-then the clone is destroyed with the rehearsal and rollback restores the originals.
+then the clone is destroyed with the rehearsal, and a late rollback refuses to undo the catch-up.
 """
 from __future__ import annotations
 
@@ -118,8 +118,9 @@ def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hy
     assert {"approval.requested", "approval.approved", "step.confirmed", "rehearsal.succeeded",
             "clone.destroyed"} <= actions
 
-    # and the way back was rehearsed too: rollback restores the originals, verified
+    # the catch-up wrote into the repaired files: a late rollback refuses to throw that away
+    current = {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
     services.request_rollback(sync, alice, note="rehearse the way back")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=120)
-    for p in corrupted:
-        assert (prod.rootfs / p.lstrip("/")).read_bytes() == originals[p]
+    assert "changed after the sync" in StepRun.objects.get(pk=sync.pk).result["rollback"]["error"]
+    assert {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted} == current

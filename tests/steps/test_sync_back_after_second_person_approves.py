@@ -83,18 +83,25 @@ def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_ro
     want_rows = repaired_clone.run("minidb-dump").stdout.splitlines()
     assert prod_rows == want_rows
     new_rows = sum(1 for i in range(sc.extra_rows) if i % 3) * len(sc.newer_files)
-    assert len(prod_rows) == sc.rows_per_file * len(sc.files) + new_rows
+    late_rows = sc.late_rows * len(sc.corrupted_files)
+    assert late_rows > 0, "the repaired files missed writes made after the backup"
+    assert len(prod_rows) == sc.rows_per_file * len(sc.files) + new_rows + late_rows
+    assert sum("-late-" in row for row in prod_rows) == late_rows, "the catch-up replayed them"
 
-    # rollback puts the originals back, verified
-    services.request_rollback(sync, users["bob"], note="rehearsing the way back")
+    # after the catch-up wrote into the synced files, a rollback must not throw those writes away
+    caught_up = {p: (prod_root / p.lstrip("/")).read_bytes() for p in corrupted}
+    services.request_rollback(sync, users["bob"], note="rehearsing the way back, too late")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=60)
     sync.refresh_from_db()
-    assert sync.result["rollback"]["failed"] == 0
-    assert TimelineEntry.objects.filter(step_run=sync, action__in=["sync.rolled_back", "sync.rollback_failed"]).exists()
+    assert sync.result["rollback"]["failed"] == len(corrupted)
+    assert "changed after the sync" in sync.result["rollback"]["error"]
+    assert {p: (prod_root / p.lstrip("/")).read_bytes() for p in corrupted} == caught_up
+    assert TimelineEntry.objects.filter(step_run=sync, action="sync.rollback_failed").exists()
 
 
-def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
-                                             worker_hypervisor, register_clone, users):
+def _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+                   register_clone, users):
+    """Run a diff, then ask for the sync-back: returns once its preview awaits approval."""
     production_host.run("minidb-service disable")
     r = make_rehearsal(prod_host_row, [
         {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
@@ -104,6 +111,35 @@ def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, prod
     assert run_step_to_end(r, users["alice"], timeout=120).status == S.SUCCEEDED
     sync = services.advance(r, users["alice"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120)
+    return r, sync
+    return r, sync
+
+
+def test_rollback_restores_the_originals(make_rehearsal, prod_host_row, production_host, repaired_clone,
+                                         worker_hypervisor, register_clone, users):
+    sc = production_host.scenario
+    corrupted = sorted(sc.datafile_in_host(n) for n in sc.corrupted_files)
+    originals = {p: (production_host.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
+    r, sync = _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+                             register_clone, users)
+    with pytest.raises(services.TransitionError, match="never wrote anything"):
+        services.request_rollback(sync, users["bob"], note="too early")
+    services.approve(sync, users["bob"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.SUCCEEDED, timeout=120)
+    assert all((production_host.rootfs / p.lstrip("/")).read_bytes() != originals[p] for p in corrupted)
+    with pytest.raises(services.TransitionError, match="needs a note"):
+        services.request_rollback(sync, users["bob"], note="")
+    services.request_rollback(sync, users["bob"], note="the vendor asked us to keep the old files")
+    assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=60)
+    sync.refresh_from_db()
+    assert sync.result["rollback"]["restored"] == len(corrupted) and sync.result["rollback"]["failed"] == 0
+    assert {p: (production_host.rootfs / p.lstrip("/")).read_bytes() for p in corrupted} == originals
+    assert TimelineEntry.objects.filter(step_run=sync, action="sync.rolled_back", actor=users["bob"]).exists()
+
+def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
+                                             worker_hypervisor, register_clone, users):
+    r, sync = _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+                             register_clone, users)
     # production moves after the preview was approved-to-be: one selected file is written to
     victim = production_host.scenario.datafile_in_host(next(iter(production_host.scenario.corrupted_files)))
     with open(production_host.rootfs / victim.lstrip("/"), "r+b") as fh:

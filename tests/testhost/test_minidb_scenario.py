@@ -79,7 +79,9 @@ def test_replay_catches_up_rows_and_reports_lag(scenario, tmp_path) -> None:
     assert not errors
     _, prod_errors = dump_rows(scenario.home)
     assert {e.split(":")[0] for e in prod_errors} == set(scenario.corrupted_files)
-    assert len(all_clone) == len(scenario.files) * scenario.rows_per_file + 2 * (scenario.extra_rows * 2 // 3)
+    assert len(all_clone) == (len(scenario.files) * scenario.rows_per_file
+                              + len(scenario.newer_files) * (scenario.extra_rows * 2 // 3)
+                              + len(scenario.corrupted_files) * scenario.late_rows)
 
 
 def test_corrupt_pages_keeps_size_and_mtime(tmp_path) -> None:

@@ -50,9 +50,21 @@ from .ssh import Endpoint, Session, SSHError, command_string
 BLOCK = 4096
 SYNC_AGENT_PATH = AGENT_PATH.with_name("syncagent.py")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# OpenSSH: 2.5x paramiko's throughput for bulk data on these machines, and for the small
-# delta streams of a sync the connection setup dominates (bench/bench_sync.py measures both)
-DEFAULT_TRANSPORT = "openssh"
+# Measured here (bench/bench_sync.py, docs/sync.md): starting an agent costs 0.17-0.21 s with paramiko
+# (in-process) vs 0.30-0.36 s with the OpenSSH client, while a bulk stream runs 74-86 MiB/s through
+# OpenSSH vs 34-68 MiB/s through paramiko. Break-even is ~10 MiB of data; a repair's delta is usually a few
+# 4 KiB blocks per file, so "auto" takes paramiko unless the plan's upper bound (whole differing
+# chunks) is large.
+DEFAULT_TRANSPORT = "auto"
+AUTO_OPENSSH_FROM_BYTES = 32 << 20
+
+
+def pick_transport(transport: str, planned_bytes: int) -> str:
+    if transport == "auto":
+        return "openssh" if planned_bytes >= AUTO_OPENSSH_FROM_BYTES else "paramiko"
+    if transport not in ("openssh", "paramiko"):
+        raise ValueError(f"transport must be auto, openssh or paramiko, not {transport!r}")
+    return transport
 
 
 # ---------------------------------------------------------------------------- errors
@@ -205,6 +217,11 @@ class SyncPlan:
         if self.mode != "chunked" or self.chunk_size < BLOCK or self.chunk_size % BLOCK:
             raise PlanError("sync-back needs chunked manifests with a chunk size that is a multiple of 4 KiB "
                             f"(got {self.mode}/{self.chunk_size}); both hosts need python3")
+        for root in self.prod_roots:
+            # a root of "/" holds everything; otherwise the backups must not become part of the synced data
+            if root != b"/" and (self.backup_dir == root or self.backup_dir.startswith(root.rstrip(b"/") + b"/")):
+                raise UnsafePath(f"backup dir {show_path(self.backup_dir)} lies inside the synced root "
+                                 f"{show_path(root)}")
         for f in self.files:
             check_rel(f.rel)
             if not 0 <= f.root < len(self.prod_roots):
@@ -212,11 +229,7 @@ class SyncPlan:
             if f.prod_path != join_path(self.prod_roots[f.root], f.rel) or \
                     f.clone_path != join_path(self.clone_roots[f.root], f.rel):
                 raise UnsafePath(f"{f.display}: path is not its root joined with its relative path")
-            for root in self.prod_roots:
-                if self.backup_dir == root or self.backup_dir.startswith(root.rstrip(b"/") + b"/") \
-                        and root != b"/":
-                    raise UnsafePath(f"backup dir {show_path(self.backup_dir)} lies inside the synced root "
-                                     f"{show_path(root)}")
+
 
 
 def _chunk_indexes(size: int, chunk: int) -> list[int]:
@@ -464,8 +477,7 @@ class _Paramiko(_Remote):
 
 
 def _start(endpoint: Endpoint, mode: str, transport: str) -> _Remote:
-    if transport not in ("openssh", "paramiko"):
-        raise ValueError(f"transport must be openssh or paramiko, not {transport!r}")
+    transport = pick_transport(transport, 0)
     cmd = _agent_command(mode)
     try:
         proc: _Remote = _OpenSSH(endpoint, cmd) if transport == "openssh" else _Paramiko(endpoint, cmd)
@@ -570,6 +582,33 @@ def _exchange(src_ep: Endpoint, dst_ep: Endpoint, src_plan: dict, dst_plan: dict
     end: dict | None = None
     fatal: str | None = None
     states: dict[int, dict] = {}
+    try:
+        end, fatal = _route(dst, src, states, payload, on_state, emitter)
+    except BaseException:
+        # a Journal/emitter callback failed (or the worker is being stopped): drop both connections
+        # so no agent keeps running unattended; production stays consistent (temp + rename)
+        src.kill()
+        dst.kill()
+        relay.join(5)
+        raise
+    src.close_stdin()
+    relay.join(30)
+    if relay.is_alive():
+        src.kill()
+        relay.join(5)
+    code = dst.wait()
+    if end is None:
+        src.kill()
+    scode = src.wait()
+    return _Transfer(end, fatal, states, dst.sent, src.sent, payload[0], code, dst.stderr_tail, scode,
+                     src.stderr_tail)
+
+
+def _route(dst: _Remote, src: _Remote, states: dict[int, dict], payload: list[int],
+           on_state: Callable[[dict], None], emitter: Emitter) -> tuple[dict | None, str | None]:
+    """Production agent's messages: requests go to the clone's reader, states to the caller."""
+    end: dict | None = None
+    fatal: str | None = None
     for raw in _Lines(dst):
         try:
             msg = json.loads(raw)
@@ -580,7 +619,7 @@ def _exchange(src_ep: Endpoint, dst_ep: Endpoint, src_plan: dict, dst_plan: dict
         if ev in ("need", "skip"):
             try:
                 src.write(raw + b"\n")
-            except OSError:
+            except (OSError, EOFError):
                 pass  # the source died: its EOF reaches the apply agent through the relay
         elif ev == "state":
             states[msg["i"]] = msg
@@ -593,17 +632,7 @@ def _exchange(src_ep: Endpoint, dst_ep: Endpoint, src_plan: dict, dst_plan: dict
         elif ev == "fatal":
             fatal = msg.get("message", "agent failed")
             src.close_stdin()
-    src.close_stdin()
-    relay.join(30)
-    if relay.is_alive():
-        src.kill()
-        relay.join(5)
-    code = dst.wait()
-    if end is None:
-        src.kill()
-    scode = src.wait()
-    return _Transfer(end, fatal, states, dst.sent, src.sent, payload[0], code, dst.stderr_tail, scode,
-                     src.stderr_tail)
+    return end, fatal
 
 
 # ---------------------------------------------------------------------------- sync back
@@ -684,6 +713,7 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
         raise SyncRefused(f"{len(plan.blocked)} file(s) changed on production since the clone and nobody "
                           f"overrode them: {names}")
     fp = plan.fingerprint()
+    transport = pick_transport(transport, plan.send_bytes)
     names = [f.display for f in plan.files]
     journal.start(run_id, fp, names)
     emitter.phase("sync_back")
@@ -737,7 +767,8 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
         bad = next(o for o in outcomes if o.state == "failed")
         report.error = bad.error or f"{bad.path} failed"
     emitter.log(report.error, "stderr")
-    if on_error == "rollback" and t.end is not None and any(o.state == "done" for o in outcomes):
+    # any file that got past its backup may have been swapped (even one whose post-swap check failed)
+    if on_error == "rollback" and t.end is not None and any(o.state in ("done", "failed") for o in outcomes):
         emitter.log("rolling back the files this run already replaced", "info")
         try:
             report.rolled_back = rollback(run_id, prod, backup_dir=plan.backup_dir, emitter=emitter,
@@ -765,7 +796,7 @@ def rollback(run_id: str, prod: Endpoint, *, backup_dir: str | bytes, emitter: E
     check_abs(bd, "backup dir")
     emitter.phase("rollback")
     start = time.monotonic()
-    proc = _start(prod, "rollback", transport)
+    proc = _start(prod, "rollback", pick_transport(transport, 0))
     files: list[FileOutcome] = []
     end: dict | None = None
     fatal = None
@@ -881,7 +912,7 @@ def live_sync_files(src: Endpoint, dst: Endpoint, paths: Sequence[str | bytes], 
         t = _exchange(src, dst, dict(common, source_roots=[_b64(r) for r in ms.roots]),
                       dict(common, roots=[_b64(r) for r in md.roots], backup_dir=None, on_error="continue",
                            mtime="source"),
-                      transport=transport, on_state=lambda m: None, emitter=emitter)
+                      transport=pick_transport(transport, lag_bytes), on_state=lambda m: None, emitter=emitter)
         if t.end is None:
             raise ConnectionLost(f"connection lost during live sync pass {len(passes) + 1}"
                                  + (f": {t.fatal}" if t.fatal else ""),

@@ -1,8 +1,8 @@
 """The demo's damage scenario, built offline on a database home (usually inside a rootfs).
 
 Timeline it reproduces: datafiles filled -> backup export taken -> production keeps
-writing to SOME files (merely newer) -> a bad disk damages pages of a FEW OTHER files
-(the real corruption). It returns which file is which so tests assert exact lists.
+writing (to SOME files only: merely newer; and a few rows to the files about to be damaged)
+-> a bad disk damages pages of a FEW OTHER files (the real corruption). It returns which file is which so tests assert exact lists.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Scenario:
     untouched_files: list[str]
     rows_per_file: int
     extra_rows: int
+    late_rows: int = 0             # rows written to each corrupted file after the backup
     rootfs: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -48,7 +49,8 @@ def _value(rng: random.Random, name: str, i: int, size: int) -> str:
 
 
 def build_scenario(home: Path, *, n_files: int = 6, pages_per_file: int = 48, rows_per_file: int = 400,
-                   n_newer: int = 2, n_corrupted: int = 2, extra_rows: int = 150, value_size: int = 80,
+                   n_newer: int = 2, n_corrupted: int = 2, extra_rows: int = 150, late_rows: int = 40,
+                   value_size: int = 80,
                    export_path: Path | None = None, rootfs: Path | None = None, seed: int = 20261125) -> Scenario:
     """Create ``n_files`` datafiles under ``home`` and play the timeline above.
 
@@ -77,6 +79,11 @@ def build_scenario(home: Path, *, n_files: int = 6, pages_per_file: int = 48, ro
                     db.put(name, f"{name[:3]}-{i:06d}", _value(rng, name + "-upd", i, value_size))
                 else:
                     db.put(name, f"{name[:3]}-new-{i:06d}", _value(rng, name, i, value_size))
+        # The files about to be damaged took writes after the backup too: restoring them from the
+        # backup loses those rows until the catch-up replays the write log into them.
+        for name in corrupted:
+            for i in range(late_rows):
+                db.put(name, f"{name[:3]}-late-{i:06d}", _value(rng, name + "-late", i, value_size))
         final_lsn = db.next_lsn - 1
         used_pages = {name: sorted({p for p in db.files[db.by_name[name]].index.values()}) for name in names}
         files = {name: db.datafile_path(name) for name in names}
@@ -87,4 +94,4 @@ def build_scenario(home: Path, *, n_files: int = 6, pages_per_file: int = 48, ro
         bad[name] = pages
     return Scenario(home=home, export_path=export_path, export_lsn=export_lsn, final_lsn=final_lsn, files=files,
                     newer_files=newer, corrupted_files=bad, untouched_files=untouched,
-                    rows_per_file=rows_per_file, extra_rows=extra_rows, rootfs=rootfs)
+                    rows_per_file=rows_per_file, extra_rows=extra_rows, late_rows=late_rows, rootfs=rootfs)

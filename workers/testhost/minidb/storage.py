@@ -177,6 +177,7 @@ class _File:
     free: list[int] = field(default_factory=list)  # free payload bytes per page (page 0 = 0)
     bad_pages: dict[int, str] = field(default_factory=dict)
     last_written: int = 1  # highest page with LSN > 0: new rows go there or to the next page
+    max_lsn: int = 0       # newest change in this datafile: its redo point for a replay
 
 
 class Database:
@@ -231,6 +232,7 @@ class Database:
                 f.bad_pages[p] = str(exc)
                 continue
             f.free[p] = PAYLOAD_SIZE - page.used
+            f.max_lsn = max(f.max_lsn, page.lsn)
             if page.lsn:
                 f.last_written = p
             for k, _v in page.rows:
@@ -271,6 +273,7 @@ class Database:
     def _write(self, f: _File, p: int, lsn: int, rows: list[tuple[bytes, bytes]]) -> None:
         if lsn:
             f.last_written = max(f.last_written, p)
+            f.max_lsn = max(f.max_lsn, lsn)
         data = encode_page(f.file_id, p, lsn, rows)
         os.pwrite(f.fh.fileno(), data, p * PAGE_SIZE)
         used = sum(ROW_HDR.size + len(k) + len(v) for k, v in rows)
@@ -331,6 +334,19 @@ class Database:
         f.index[k] = target
         f.last_written = max(f.last_written, target)
         self.applied_lsn = max(self.applied_lsn, lsn)
+
+    def needs_redo(self, rec: WalRecord) -> bool:
+        """Would applying ``rec`` change anything? (Page LSNs say whether a page has it.)"""
+        f = self.files.get(rec.file_id)
+        if f is None:
+            return True  # apply_record reports the unknown file clearly
+        p = f.index.get(rec.key.encode())
+        if p is None:
+            return True
+        try:
+            return self._read(f, p).lsn < rec.lsn
+        except PageCorrupt:
+            return True
 
     def apply_record(self, rec: WalRecord, *, log: bool) -> None:
         """Apply a record from some write log (replay); ``log`` also appends it to our own log."""
@@ -541,12 +557,19 @@ def replay_wal(home: str | os.PathLike[str], wal: IO[bytes] | None = None, *,
         finally:
             if own:
                 wal.close()
-        start = db.applied_lsn if since_lsn is None else since_lsn
+        # Redo from the oldest datafile's own point: a datafile restored from the backup (the
+        # sync-back of a repaired file) is older than the control file says, and page LSNs make
+        # re-applying a record that a page already has a no-op.
+        redo_point = min([db.applied_lsn] + [f.max_lsn for f in db.files.values()])
+        start = redo_point if since_lsn is None else since_lsn
         todo = [r for r in records if r.lsn > start and (until_lsn is None or r.lsn <= until_lsn)]
+        if since_lsn is None:
+            todo = [r for r in todo if db.needs_redo(r)]
         target = todo[-1].lsn if todo else max(start, db.applied_lsn)
+        behind = todo[0].lsn - 1 if todo else target
         applied = 0
         if progress:
-            progress(f"lag_lsn={max(0, target - db.applied_lsn)} applied=0 lsn={db.applied_lsn} target_lsn={target}")
+            progress(f"lag_lsn={max(0, target - behind)} applied=0 lsn={behind} target_lsn={target}")
         for rec in todo:
             db.apply_record(rec, log=not own)
             applied += 1
