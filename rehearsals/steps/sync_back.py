@@ -17,7 +17,7 @@ from typing import Any
 
 from workers.engines.manifest import Manifest, ManifestError, build_remote_manifest, diff_manifests
 from workers.engines.ssh import SSHError
-from workers.engines.sync import SyncError, SyncPlan, plan_sync, sync_back
+from workers.engines.sync import ConnectionLost, SyncError, SyncPlan, plan_sync, sync_back
 
 from .base import StepFailed, StepKind
 from .params import AbsPath, Str
@@ -142,8 +142,14 @@ class SyncBackStep(StepKind):
         try:
             report = sync_back(plan, ctx.clone_endpoint(), ctx.production_endpoint(), run_id=run_id,
                                emitter=ctx.emitter, journal=DbJournal(ctx.step_run, ctx.emitter))
+        except ConnectionLost as exc:
+            # No automatic rollback here: the agent on production may still be finishing a rename.
+            raise StepFailed(f"connection lost during sync-back: every file is either its original or a "
+                             f"verified copy of the clone's; retry to resume, or roll back: {exc}",
+                             {"run_id": run_id, "report": exc.report.to_dict() if exc.report else None}) from exc
         except SyncError as exc:
-            raise StepFailed(f"sync-back failed, production left intact: {exc}",
+            raise StepFailed(f"sync-back stopped; files it had already replaced in this run are rolled back "
+                             f"(the report says which): {exc}",
                              {"run_id": run_id, "report": exc.report.to_dict() if exc.report else None}) from exc
         except SSHError as exc:
             raise StepFailed(f"sync-back failed: {exc}", {"run_id": run_id}) from exc
