@@ -77,6 +77,9 @@ class Runbook(models.Model):
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField(default=1)
     description = models.TextField(blank=True)
+    check_sets = models.JSONField(default=dict, blank=True,
+                                  help_text='Reusable acceptance checks: {"name": [check, ...]}; a check step '
+                                            'names one with "check_set".')
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,7 +100,7 @@ class Runbook(models.Model):
     def new_version(self, user=None) -> "Runbook":
         latest = Runbook.objects.filter(name=self.name).order_by("-version").first()
         copy = Runbook.objects.create(name=self.name, version=latest.version + 1,
-                                      description=self.description, created_by=user)
+                                      description=self.description, check_sets=self.check_sets, created_by=user)
         for spec in self.steps.all():
             StepSpec.objects.create(runbook=copy, position=spec.position, kind=spec.kind, title=spec.title,
                                     params=spec.params, target=spec.target, needs_approval=spec.needs_approval,
@@ -133,7 +136,7 @@ class StepSpec(models.Model):
     def clean(self) -> None:
         from .steps import registry  # local: steps import models
 
-        errors = registry.validate(self.kind, self.params, self.target)
+        errors = registry.validate(self.kind, self.params, self.target, runbook=self.runbook)
         if errors:
             raise ValidationError({"params": errors})
 
@@ -143,7 +146,7 @@ class StepSpec(models.Model):
         from .steps import registry
 
         # Typed params are validated and normalised (defaults filled in) on every save.
-        self.params = registry.clean_params(self.kind, self.params, self.target)
+        self.params = registry.clean_params(self.kind, self.params, self.target, runbook=self.runbook)
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

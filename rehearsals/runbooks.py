@@ -10,9 +10,12 @@ from typing import Any
 from django.db import transaction
 
 from .models import Runbook, StepSpec
+from workers.engines.checks import validate_check_specs
+
 from .steps import registry
 
 STEP_KEYS = {"kind", "title", "target", "params", "needs_approval", "estimated_seconds"}
+RUNBOOK_KEYS = {"name", "version", "description", "check_sets", "steps"}
 
 
 class InvalidRunbook(ValueError):
@@ -24,6 +27,7 @@ class InvalidRunbook(ValueError):
 def runbook_to_dict(runbook: Runbook) -> dict[str, Any]:
     return {
         "name": runbook.name, "version": runbook.version, "description": runbook.description,
+        "check_sets": runbook.check_sets,
         "steps": [{"kind": s.kind, "title": s.title, "target": s.target, "params": s.params,
                    "needs_approval": s.needs_approval, "estimated_seconds": s.estimated_seconds}
                   for s in runbook.steps.order_by("position")],
@@ -36,6 +40,23 @@ def validate_runbook(data: Any) -> list[str]:
         return ["the runbook must be a JSON object with 'name' and 'steps'"]
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         errors.append("name: required")
+    for key in sorted(set(data) - RUNBOOK_KEYS):
+        errors.append(f"unknown key {key!r}")
+    check_sets = data.get("check_sets", {})
+    if not isinstance(check_sets, dict):
+        errors.append("check_sets: must be an object of name -> list of checks")
+        check_sets = {}
+    for name, specs in check_sets.items():
+        errors += [f"check_sets.{name}: {e}" for e in validate_check_specs(specs)]
+
+    class _Runbook:  # what validate_in_runbook needs, before the row exists
+        def __init__(self) -> None:
+            self.check_sets = check_sets
+
+        def __str__(self) -> str:
+            return f"runbook {data.get('name')!r}"
+
+    pseudo = _Runbook()
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         return errors + ["steps: a non-empty list is required"]
@@ -55,7 +76,7 @@ def validate_runbook(data: Any) -> list[str]:
         if isinstance(est, bool) or not isinstance(est, int) or est < 0:
             errors.append(f"{where}: estimated_seconds must be a non-negative integer")
         errors += [f"{where}: {e}" for e in registry.validate(step.get("kind", ""), step.get("params", {}),
-                                                               step.get("target", "production"))]
+                                                               step.get("target", "production"), runbook=pseudo)]
     return errors
 
 
@@ -67,7 +88,8 @@ def import_runbook(data: Any, user=None) -> Runbook:
         raise InvalidRunbook(errors)
     latest = Runbook.objects.filter(name=data["name"]).order_by("-version").first()
     runbook = Runbook.objects.create(name=data["name"], version=(latest.version + 1) if latest else 1,
-                                     description=data.get("description", ""), created_by=user)
+                                     description=data.get("description", ""),
+                                     check_sets=data.get("check_sets", {}), created_by=user)
     for position, step in enumerate(data["steps"], start=1):
         StepSpec.objects.create(runbook=runbook, position=position, kind=step["kind"], title=step["title"],
                                 target=step.get("target", "production"), params=step.get("params", {}),

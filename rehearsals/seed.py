@@ -12,6 +12,12 @@ SEED_DESCRIPTION = (
 DATA = "/var/lib/minidb/data"
 BACKUP = "/var/backups/minidb/latest.tar.gz"
 
+SEED_CHECK_SETS: dict[str, list[dict]] = {
+    "database healthy": [
+        {"type": "command", "name": "every datafile passes dbverify", "command": f"dbverify {DATA}/*.dbf"},
+    ],
+}
+
 SEED_STEPS: list[dict] = [
     {"kind": "command", "target": "production", "title": "Disable the broken service (the server stays in production)",
      "params": {"command": "minidb-service disable && minidb-service status", "expect_exit": 3, "timeout": 60},
@@ -26,8 +32,7 @@ SEED_STEPS: list[dict] = [
      "params": {"command": f"minidb-reinit --from {BACKUP}", "timeout": 4 * 3600},
      "estimated_seconds": 7200},
     {"kind": "check", "target": "clone", "title": "Acceptance checks on the clone",
-     "params": {"checks": [
-         {"type": "command", "name": "every datafile passes dbverify", "command": f"dbverify {DATA}/*.dbf"},
+     "params": {"check_set": "database healthy", "checks": [
          {"type": "command", "name": "the service starts",
           "command": "minidb-service enable && minidb-service start && minidb-service status"},
      ]},
@@ -42,9 +47,7 @@ SEED_STEPS: list[dict] = [
      "params": {"mode": "vendor", "command": "minidb-replay", "lag_pattern": r"lag_lsn=(?P<lag>\d+)"},
      "estimated_seconds": 1800},
     {"kind": "check", "target": "production", "title": "Re-check production",
-     "params": {"checks": [
-         {"type": "command", "name": "every datafile passes dbverify", "command": f"dbverify {DATA}/*.dbf"},
-     ]},
+     "params": {"check_set": "database healthy"},
      "estimated_seconds": 300},
     {"kind": "manual", "target": "production", "title": "Review logs and monitoring",
      "params": {"instructions": "Read the service and system logs since the sync and check the monitoring "
@@ -65,9 +68,10 @@ def load_seed_runbook(Runbook, StepSpec, user=None):
     existing = Runbook.objects.filter(name=SEED_NAME).order_by("-version").first()
     if existing is not None:
         return existing
-    runbook = Runbook.objects.create(name=SEED_NAME, version=1, description=SEED_DESCRIPTION, created_by=user)
+    runbook = Runbook.objects.create(name=SEED_NAME, version=1, description=SEED_DESCRIPTION,
+                                     check_sets=SEED_CHECK_SETS, created_by=user)
     for position, step in enumerate(SEED_STEPS, start=1):
-        params = registry.clean_params(step["kind"], step["params"], step["target"])
+        params = registry.clean_params(step["kind"], step["params"], step["target"], runbook=runbook)
         StepSpec.objects.bulk_create([StepSpec(
             runbook=runbook, position=position, kind=step["kind"], title=step["title"], params=params,
             target=step["target"], needs_approval=step.get("needs_approval", False),

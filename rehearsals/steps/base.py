@@ -36,6 +36,10 @@ class StepKind:
         """Cross-field checks beyond the schema; return error strings."""
         return []
 
+    def validate_in_runbook(self, params: dict[str, Any], runbook: Any) -> list[str]:
+        """Checks that need the runbook (e.g. a named check set exists); return error strings."""
+        return []
+
     def summary(self, params: dict[str, Any]) -> str:
         return ""
 

@@ -30,8 +30,9 @@ class Registry:
     def choices(self) -> list[tuple[str, str]]:
         return [(k.name, k.label) for k in self._kinds.values()]
 
-    def clean_params(self, kind: str, params: Any, target: str) -> dict[str, Any]:
-        """Normalised params, or ParamErrors listing every problem."""
+    def clean_params(self, kind: str, params: Any, target: str, *, runbook: Any = None) -> dict[str, Any]:
+        """Normalised params, or ParamErrors listing every problem. ``runbook`` (the StepSpec's)
+        lets a kind check references into it, such as a named check set."""
         step = self.get(kind)
         errors: list[str] = []
         if target not in step.targets:
@@ -39,15 +40,17 @@ class Registry:
         cleaned = clean_mapping(step.params, params if params is not None else {}, errors)
         try:
             errors += step.validate(cleaned, target)
+            if runbook is not None:
+                errors += step.validate_in_runbook(cleaned, runbook)
         except (TypeError, AttributeError, KeyError):
             pass  # a schema error above already explains the malformed value
         if errors:
             raise ParamErrors(errors)
         return cleaned
 
-    def validate(self, kind: str, params: Any, target: str) -> list[str]:
+    def validate(self, kind: str, params: Any, target: str, *, runbook: Any = None) -> list[str]:
         try:
-            self.clean_params(kind, params, target)
+            self.clean_params(kind, params, target, runbook=runbook)
         except ParamErrors as exc:
             return exc.errors
         return []

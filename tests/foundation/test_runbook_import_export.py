@@ -49,3 +49,26 @@ def test_commands_export_and_import(db, tmp_path, capsys):
         call_command("runbook", "import", str(path))
     with pytest.raises(CommandError, match="cannot read"):
         call_command("runbook", "import", str(tmp_path / "missing.json"))
+
+
+def test_check_sets_are_reusable_and_validated(db):
+    good = {"name": "with sets", "check_sets": {"db ok": [{"type": "command", "name": "v", "command": "true"}]},
+            "steps": [{"kind": "check", "title": "a", "params": {"check_set": "db ok"}},
+                      {"kind": "check", "title": "b", "target": "clone",
+                       "params": {"check_set": "db ok", "checks": [{"type": "tcp", "name": "port", "port": 22}]}}]}
+    rb = import_runbook(good)
+    assert rb.check_sets == good["check_sets"] and runbook_to_dict(rb)["check_sets"] == good["check_sets"]
+    bad = {"name": "bad sets", "check_sets": {"broken": [{"type": "smoke"}]},
+           "steps": [{"kind": "check", "title": "a", "params": {"check_set": "missing"}},
+                     {"kind": "check", "title": "b", "params": {}}]}
+    with pytest.raises(InvalidRunbook) as err:
+        import_runbook(bad)
+    text = str(err.value)
+    assert "check_sets.broken: check #1: type must be one of" in text
+    assert "step 1 (a): check_set: runbook 'bad sets' has no check set 'missing'" in text
+    assert "step 2 (b): checks: give a list of checks, a check_set, or both" in text
+    # on the model too: a step naming a set its runbook lacks cannot be saved
+    step = rb.new_version().steps.get(position=1)
+    step.params = {"check_set": "nope"}
+    with pytest.raises(ValueError, match="has no check set 'nope'"):
+        step.save()
