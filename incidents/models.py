@@ -104,6 +104,8 @@ class Finding(models.Model):
     drift = models.CharField(max_length=32, blank=True,
                              help_text="Why production changed after the clone was taken (empty: no drift).")
     selected = models.BooleanField(default=False, help_text="Chosen for sync-back.")
+    drift_override = models.BooleanField(default=False, help_text="A person accepted overwriting production "
+                                                                   "although it changed after the clone.")
 
     class Meta:
         ordering = ["step_run", "change", "path"]

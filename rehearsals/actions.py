@@ -68,11 +68,15 @@ def _skip(r, user, data):
     return "Skipped"
 
 
-def _select(r, user, data):
-    ids = data.get("findings")
+def _ids(data: dict, key: str) -> list[int]:
+    ids = data.get(key, [])
     if not isinstance(ids, list) or not all(isinstance(i, int) or str(i).isdigit() for i in ids):
-        raise ActionError("findings must be a list of finding ids")
-    n = services.select_findings(_step_run(r, data), user, [int(i) for i in ids])
+        raise ActionError(f"{key} must be a list of finding ids")
+    return [int(i) for i in ids]
+
+
+def _select(r, user, data):
+    n = services.select_findings(_step_run(r, data), user, _ids(data, "findings"), _ids(data, "override_drift"))
     return f"{n} file(s) selected for sync-back"
 
 

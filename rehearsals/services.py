@@ -457,8 +457,11 @@ def _finish_if_done(rehearsal: Rehearsal) -> None:
 
 
 @transaction.atomic
-def select_findings(step_run: StepRun, user, selected_ids: list[int]) -> int:
-    """Choose which of a diff's findings go back to production (before sync-back runs)."""
+def select_findings(step_run: StepRun, user, selected_ids: list[int], override_ids: list[int] = ()) -> int:
+    """Choose which of a diff's findings go back to production (before sync-back runs).
+
+    ``override_ids``: selected files that changed on production after the clone and that a
+    person decided to overwrite anyway (the drift guard blocks them otherwise)."""
     from incidents.models import Finding
 
     require_operator(user)
@@ -470,16 +473,24 @@ def select_findings(step_run: StepRun, user, selected_ids: list[int]) -> int:
     if later:
         raise TransitionError("a sync-back already used this selection; it cannot change any more")
     findings = Finding.objects.filter(step_run=run)
-    wanted = set(selected_ids)
-    unknown = wanted - set(findings.values_list("pk", flat=True))
+    wanted, overrides = set(selected_ids), set(override_ids)
+    unknown = (wanted | overrides) - set(findings.values_list("pk", flat=True))
     if unknown:
         raise TransitionError(f"finding(s) {sorted(unknown)} are not part of this diff")
-    findings.update(selected=False)
+    if overrides - wanted:
+        raise TransitionError("a drift override only applies to a file selected for sync-back")
+    findings.update(selected=False, drift_override=False)
     findings.filter(pk__in=wanted).update(selected=True)
+    findings.filter(pk__in=overrides).update(drift_override=True)
     chosen = list(findings.filter(selected=True).values_list("path", flat=True))
     record(run.rehearsal.incident, user, "findings.selected",
            f"Selected {len(chosen)} file(s) for sync-back: {', '.join(chosen[:20])}"
            + (" ..." if len(chosen) > 20 else ""), rehearsal=run.rehearsal, step_run=run)
+    overridden = list(findings.filter(drift_override=True).values_list("path", flat=True))
+    if overridden:
+        record(run.rehearsal.incident, user, "findings.drift_overridden",
+               f"Overwrite production although it changed after the clone: {', '.join(overridden[:20])}",
+               rehearsal=run.rehearsal, step_run=run)
     _announce(run)
     return len(chosen)
 

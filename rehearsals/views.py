@@ -28,7 +28,7 @@ def rehearsal_state(rehearsal: Rehearsal) -> dict:
             "id": f.pk, "path": f.path, "change": f.change, "change_label": f.get_change_display(),
             "verdict": f.verdict, "verdict_label": f.get_verdict_display(), "size_clone": f.size_clone,
             "size_production": f.size_production, "chunks_differ": f.chunks_differ, "chunk_count": f.chunk_count,
-            "drift": f.drift, "selected": f.selected})
+            "drift": f.drift, "selected": f.selected, "drift_override": f.drift_override})
     for spec in rehearsal.runbook.steps.order_by("position"):
         run = latest.get(spec.pk)
         approval = run.approvals.first() if run else None

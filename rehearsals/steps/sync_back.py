@@ -97,6 +97,7 @@ class SyncBackStep(StepKind):
         else:
             findings = findings.filter(change=Finding.Change.CHANGED)
         wanted = {(f.root, base64.b64decode(f.rel_b64)) for f in findings}
+        overrides = [base64.b64decode(f.rel_b64) for f in findings if f.drift_override]
         if not wanted:
             raise StepFailed("no files are selected for sync-back: nothing would be written")
         items = [e for e in diff.entries if (e.root, e.rel) in wanted]
@@ -108,9 +109,18 @@ class SyncBackStep(StepKind):
         try:
             current = build_remote_manifest(ctx.production_endpoint(), mp.roots, algo=mp.algo,
                                             chunk_size=mp.chunk_size, emitter=ctx.emitter, label="production")
-            plan = plan_sync(items, mc, mp, backup_dir=ctx.params["backup_dir"], current_prod_manifest=current)
+            plan = plan_sync(items, mc, mp, backup_dir=ctx.params["backup_dir"], current_prod_manifest=current,
+                             overrides=overrides)
         except (ManifestError, SSHError, SyncError) as exc:
             raise StepFailed(f"could not prepare the sync-back plan: {exc}") from exc
+        # The plan's own guard covers changes since the diff; the diff flagged changes since the
+        # clone was taken. Both block a file until a person overrides it.
+        drift_since_clone = {(f.root, base64.b64decode(f.rel_b64)): f for f in findings if f.drift}
+        for pf in plan.files:
+            finding = drift_since_clone.get((pf.root, pf.rel))
+            if finding is not None:
+                pf.conflicts.append(f"changed on production after the clone was taken ({finding.drift})")
+                pf.overridden = pf.overridden or finding.drift_override
         return plan, diff_run
 
     def preview(self, ctx) -> dict[str, Any]:

@@ -33,6 +33,8 @@
 
   function progressText(p) {
     if (!p) return "";
+    if (p.lag !== undefined) return `lag ${p.lag}` + (p.unit === "lag" ? ` (caught up ${p.done} of ${p.total})` : "");
+    if (p.lag_files !== undefined) return `lag: ${p.lag_files} file(s), ${fmtBytes(p.lag_bytes)} still to move (pass ${p.pass_n})`;
     const isBytes = p.unit === "bytes";
     const done = isBytes ? fmtBytes(p.done) : p.done;
     const total = p.total === null || p.total === undefined ? "?" : isBytes ? fmtBytes(p.total) : p.total;
@@ -148,12 +150,19 @@
     for (const f of run.findings) {
       const box = h("input", { type: "checkbox", checked: f.selected, disabled: !editable, className: "pick" });
       box.dataset.finding = f.id;
+      let drift = f.drift || "";
+      if (f.drift) {
+        const ov = h("input", { type: "checkbox", checked: f.drift_override, disabled: !editable, className: "override",
+          title: "overwrite production anyway" });
+        ov.dataset.finding = f.id;
+        drift = h("label", { class: "error" }, ov, ` ${f.drift} — overwrite anyway`);
+      }
       tbody.append(h("tr", { class: `verdict-${f.verdict || "none"}` },
         h("td", {}, box), h("td", {}, h("code", { text: f.path })), h("td", { text: f.change_label }),
         h("td", {}, h("span", { class: `verdict v-${f.verdict || "none"}`, text: f.verdict_label })),
         h("td", { text: fmtBytes(f.size_production) }),
         h("td", { text: f.chunk_count ? `${f.chunks_differ}/${f.chunk_count}` : "" }),
-        h("td", { class: f.drift ? "error" : "", text: f.drift || "" })));
+        h("td", {}, drift)));
     }
     const table = h("table", { class: "grid findings" },
       h("thead", {}, h("tr", {}, ...["sync", "Path", "Change", "Verdict", "Size", "Chunks differ", "Drift"].map((t) => h("th", { text: t })))),
@@ -163,7 +172,8 @@
       const btn = h("button", { type: "button", class: "secondary", text: "Save selection for sync-back" });
       btn.dataset.action = "select";
       btn.addEventListener("click", () => send("select", { step_run: run.id,
-        findings: [...table.querySelectorAll("input.pick:checked")].map((b) => Number(b.dataset.finding)) }));
+        findings: [...table.querySelectorAll("input.pick:checked")].map((b) => Number(b.dataset.finding)),
+        override_drift: [...table.querySelectorAll("input.override:checked")].map((b) => Number(b.dataset.finding)) }));
       wrap.append(btn);
     }
     return wrap;

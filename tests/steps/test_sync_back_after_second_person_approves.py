@@ -151,3 +151,47 @@ def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, prod
     sync.refresh_from_db()
     assert sync.status == S.FAILED and "changed since it was approved" in sync.error
     assert (production_host.rootfs / victim.lstrip("/")).read_bytes() == before, "nothing written"
+
+
+def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_rehearsal, prod_host_row, production_host,
+                                                                   repaired_clone, worker_hypervisor,
+                                                                   register_clone, users):
+    import os
+
+
+    from incidents.models import Finding
+
+    production_host.run("minidb-service disable")
+    r = make_rehearsal(prod_host_row, [
+        {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
+        {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
+    ], on=worker_hypervisor)
+    clone = register_clone(r, repaired_clone)
+    sc = production_host.scenario
+    victim = sc.datafile_in_host(next(iter(sc.corrupted_files)))
+    later = clone.point_in_time.timestamp() + 5
+    os.utime(production_host.rootfs / victim.lstrip("/"), (later, later))  # written after the clone was taken
+    diff = run_step_to_end(r, users["alice"], timeout=120)
+    assert diff.status == S.SUCCEEDED, diff.error
+    drifted = Finding.objects.get(step_run=diff, path=victim)
+    assert drifted.drift == "mtime_after_clone" and not drifted.selected, "drift is never selected by default"
+    repair = list(Finding.objects.filter(step_run=diff, verdict="corrupted_on_production").values_list("pk", flat=True))
+    # a person selects it anyway: the preview blocks it until they also override the drift
+    services.select_findings(diff, users["alice"], repair)
+    sync = services.advance(r, users["alice"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120)
+    sync.refresh_from_db()
+    blocked = [f for f in sync.result["preview"]["files"] if f["blocked"]]
+    assert [f["display"] for f in blocked] == [victim]
+    services.approve(sync, users["bob"])
+    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.FAILED, timeout=120)
+    assert "changed on production after the clone" in StepRun.objects.get(pk=sync.pk).error
+    with pytest.raises(services.TransitionError, match="only applies to a file selected"):
+        services.select_findings(diff, users["alice"], [], [drifted.pk])
+    services.select_findings(diff, users["alice"], repair, [drifted.pk])
+    assert TimelineEntry.objects.filter(step_run=diff, action="findings.drift_overridden").exists()
+    again = services.retry(StepRun.objects.get(pk=sync.pk), users["alice"])
+    assert wait_until(lambda: StepRun.objects.get(pk=again.pk).status == S.AWAITING_APPROVAL, timeout=120)
+    services.approve(again, users["bob"], note="accepted: the touch did not change content")
+    assert wait_until(lambda: StepRun.objects.get(pk=again.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
+    assert StepRun.objects.get(pk=again.pk).status == S.SUCCEEDED, StepRun.objects.get(pk=again.pk).error
