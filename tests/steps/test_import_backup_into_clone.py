@@ -74,3 +74,24 @@ def test_without_a_clone_the_step_says_so(make_rehearsal, prod_host_row, worker_
                                         "params": {"archive_path": BACKUP, "dest_path": BACKUP}}], on=worker_hypervisor)
     run = run_step_to_end(r, users["alice"])
     assert run.status == S.FAILED and "no running clone" in run.error
+
+
+def test_backup_from_a_registered_backup_server(make_rehearsal, prod_host_row, production_host, worker_hypervisor,
+                                                register_clone, clone_host, make_test_host, users):
+    from rehearsals.models import ProductionHost
+
+    backup = make_test_host("backup01")
+    (backup.rootfs / "srv/backups").mkdir(parents=True)
+    payload = (production_host.rootfs / BACKUP.lstrip("/")).read_bytes()
+    (backup.rootfs / "srv/backups/minidb.tar.gz").write_bytes(payload)
+    ProductionHost.objects.create(name="backup01", address=backup.address, port=backup.port,
+                                  key_path=str(backup.client_key_path), host_key=backup.host_public_key)
+    r = _rehearsal(make_rehearsal, prod_host_row, worker_hypervisor, register_clone, clone_host,
+                   {"source": "backup01", "archive_path": "/srv/backups/minidb.tar.gz", "dest_path": BACKUP})
+    run = run_step_to_end(r, users["alice"])
+    assert run.status == S.SUCCEEDED, run.error
+    assert (clone_host.rootfs / BACKUP.lstrip("/")).read_bytes() == payload
+    r2 = _rehearsal(make_rehearsal, prod_host_row, worker_hypervisor, register_clone, clone_host,
+                    {"source": "backup99", "archive_path": "/srv/x.tar.gz", "dest_path": BACKUP})
+    run = run_step_to_end(r2, users["alice"])
+    assert run.status == S.FAILED and "no registered host is named 'backup99'" in run.error
