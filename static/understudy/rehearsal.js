@@ -73,7 +73,7 @@
     li.append(head);
     if (step.summary) li.append(h("pre", { class: "summary", text: step.summary }));
     if (run) {
-      const p = progress[run.id] || (run.progress && Object.keys(run.progress).length ? run.progress : null);
+      const p = run.id in progress ? progress[run.id] : (run.progress && Object.keys(run.progress).length ? run.progress : null);
       if (p || status === "running") {
         const pct = p && p.total ? Math.min(100, (100 * p.done) / p.total) : null;
         const bar = h("div", { class: "progress" + (pct === null ? " indeterminate" : "") },
@@ -102,7 +102,9 @@
     if (cfg.canOperate && state.status === "running") {
       const bar = h("div", { class: "row actions" });
       const note = h("input", { type: "text", placeholder: "note", class: "note" });
-      if (run && run.status === "awaiting_approval") {
+      if (run && run.status === "awaiting_approval" && run.approval && run.approval.requested_by === cfg.username) {
+        bar.append(h("span", { class: "muted", text: "You asked for this step: another ops member approves it (four eyes)." }));
+      } else if (run && run.status === "awaiting_approval") {
         bar.append(note, actionButton("Approve", "approve", { step_run: run.id }, { noteFrom: note }),
           actionButton("Reject", "reject", { step_run: run.id }, { noteFrom: note, cls: "danger" }));
       } else if (run && run.status === "awaiting_confirmation") {
@@ -286,7 +288,10 @@
     lastSeq[f.step_run] = f.seq;
     if (f.kind === "log") appendLine(f.step_run, f.payload.line, f.payload.stream);
     else if (f.kind === "progress") { progress[f.step_run] = f.payload; updateProgress(f.step_run); }
-    else if (f.kind === "phase") { phase[f.step_run] = f.payload.name; updateProgress(f.step_run); }
+    else if (f.kind === "phase") {
+      // a new phase has no progress yet: show it as busy rather than the last phase's numbers
+      phase[f.step_run] = f.payload.name; progress[f.step_run] = null; updateProgress(f.step_run);
+    }
   }
 
   function updateProgress(runId) {

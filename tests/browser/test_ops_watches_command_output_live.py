@@ -36,7 +36,7 @@ def test_ops_starts_seed_rehearsal_and_sees_first_step_output(seed_rehearsal, li
     # the service is stopped on the production host; its status line streams back
     expect(first.locator("pre.log")).to_contain_text(re.compile(r"minidb disabled"), timeout=30000)
     expect(first.locator("pre.log")).to_contain_text("down (disabled)")
-    expect(first.locator(".badge")).to_have_text("Succeeded", timeout=30000)
+    expect(first.locator(".step-head .badge")).to_have_text("Succeeded", timeout=30000)
     # the next step (the clone) is offered, and the timeline shows who did what
     expect(page.locator("#steps > li").nth(1).locator("button[data-action=advance]")).to_be_visible()
     expect(page.locator("#timeline")).to_contain_text("Started rehearsal")
@@ -54,8 +54,8 @@ def test_output_arrives_while_the_step_is_still_running(users, prod_host_row, wo
     step = page.locator("#steps > li").first
     expect(step.locator("pre.log")).to_contain_text("tick 2", timeout=20000)
     # seen before the command finished: the badge still says Running
-    assert "Running" in step.locator(".badge").inner_text()
-    expect(step.locator(".badge")).to_have_text("Succeeded", timeout=20000)
+    assert "Running" in step.locator(".step-head .badge").inner_text()
+    expect(step.locator(".step-head .badge")).to_have_text("Succeeded", timeout=20000)
     expect(step.locator("pre.log")).to_contain_text("tick 6")
 
 
@@ -67,3 +67,27 @@ def test_manager_sees_the_rehearsal_but_no_controls(seed_rehearsal, live_server_
     expect(page.locator("text=only ops can run or approve")).to_be_visible()
     assert page.locator("#btn-start").count() == 0
     assert page.locator("button[data-action]").count() == 0
+
+
+def test_the_requester_cannot_approve_a_second_ops_member_can(users, prod_host_row, worker_hypervisor,
+                                                              live_server_url, browser, make_rehearsal):
+    r = make_rehearsal(prod_host_row, [{"kind": "command", "title": "risky", "needs_approval": True,
+                                        "params": {"command": "echo approved and ran"}}], on=worker_hypervisor)
+    alice = browser.new_context().new_page()
+    login(alice, live_server_url, "alice", "alice-pass-123")
+    alice.goto(f"{live_server_url}/rehearsals/{r.pk}/")
+    expect(alice.locator("#live")).to_have_text("live")
+    alice.click("#btn-start")
+    step = alice.locator("#steps > li").first
+    expect(step.locator(".step-head .badge")).to_have_text("Awaiting approval")
+    expect(step).to_contain_text("another ops member approves it")
+    assert step.locator("button[data-action=approve]").count() == 0
+    bob = browser.new_context().new_page()
+    login(bob, live_server_url, "bob", "bob-pass-123")
+    bob.goto(f"{live_server_url}/rehearsals/{r.pk}/")
+    bob.locator("#steps > li").first.locator("input.note").fill("looked at the command")
+    bob.locator("#steps > li").first.locator("button[data-action=approve]").click()
+    # alice's page follows live: the step runs and its output arrives
+    expect(step.locator("pre.log")).to_contain_text("approved and ran", timeout=30000)
+    expect(step.locator(".step-head .badge")).to_have_text("Succeeded", timeout=30000)
+    expect(step).to_contain_text("approved by bob: looked at the command")

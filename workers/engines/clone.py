@@ -250,6 +250,10 @@ def _worker_public_key(options: CloneOptions) -> str:
     return ""
 
 
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -1027,7 +1031,8 @@ class _CloneRun:
         src_t0 = _source_clock(session)
         point_in_time = time.time()
         em.log(f"point in time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(point_in_time))} UTC "
-               f"(worker clock); production clock {'%.3f' % src_t0 if src_t0 else 'unknown'}", "info")
+               f"(worker clock); production clock "
+               f"{_utc(src_t0) if src_t0 else 'unknown'}", "info")
         first = run_tar_pass(self.source, remote_tar_command(o, facts, xattrs=xattrs, acls=acls), self.staging,
                              xattrs=xattrs, acls=acls, emitter=em, stage="stream",
                              total_bytes=facts.bytes + facts.files * 1024, total_files=facts.files,
