@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from workers.engines.clone import CloneError, CloneOptions, clone_host
 from workers.engines.hypervisor import HypervisorError

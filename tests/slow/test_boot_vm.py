@@ -31,7 +31,6 @@ from workers.engines.hypervisor import (
 )
 from workers.engines.image import build_disk, find_boot_files
 
-REPO = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
 
 pytestmark = [
@@ -46,15 +45,6 @@ pytestmark = [
 def _report(record_property, key: str, value: float) -> None:
     record_property(key, round(value, 2))
     print(f"\n[timing] {key}: {value:.2f}s", flush=True)
-
-
-@pytest.fixture(scope="module")
-def libvirt_up() -> float:
-    t = time.monotonic()
-    proc = subprocess.run([str(REPO / "scripts" / "libvirt-up.sh")], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, f"libvirt-up.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    print(proc.stdout, end="")
-    return time.monotonic() - t
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from workers.engines.events import RecordingEmitter
 from workers.engines.hypervisor import Hypervisor
 from workers.engines.ssh import Endpoint, HostKeyMismatch, Session
 
-REPO = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
 
 pytestmark = [
@@ -29,12 +28,6 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not os.path.exists("/usr/sbin/libvirtd"),
                        reason="apt-get install -y libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86"),
 ]
-
-
-@pytest.fixture(scope="module")
-def libvirt_up() -> None:
-    proc = subprocess.run([str(REPO / "scripts" / "libvirt-up.sh")], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, f"libvirt-up.sh failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 def _domains() -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from rehearsals.seed import load_seed_runbook
 from tests.conftest import wait_until
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
 
-REPO = Path(__file__).resolve().parents[2]
 S = StepRun.Status
 DONE = {S.SUCCEEDED, S.FAILED, S.AWAITING_APPROVAL, S.AWAITING_CONFIRMATION}
 
@@ -36,9 +34,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def qemu_hypervisor(worker_hypervisor, monkeypatch):
-    proc = subprocess.run([str(REPO / "scripts" / "libvirt-up.sh")], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def qemu_hypervisor(worker_hypervisor, libvirt_up, monkeypatch):
     monkeypatch.setenv("UNDERSTUDY_FORCE_TCG", "1")
     worker_hypervisor.libvirt_uri = "qemu:///system"
     worker_hypervisor.domain_type = "qemu"

@@ -302,6 +302,19 @@ def write_all(fd, data, off):
         off += n
 
 
+def copy_fd(src, dst, digest=None):
+    """Copy all of ``src`` into ``dst`` (1 MiB at a time, by offset), feeding ``digest`` if given."""
+    off = 0
+    while True:
+        data = os.pread(src, 1 << 20, off)
+        if not data:
+            return off
+        if digest is not None:
+            digest.update(data)
+        write_all(dst, data, off)
+        off += len(data)
+
+
 def temp_name(name, run_id):
     return b"." + name[:120] + b".understudy-" + run_id.encode("ascii") + b".tmp"
 
@@ -432,15 +445,8 @@ class Applier(object):
             except OSError as exc:
                 raise classify(exc, "create temp file", path)
             run = self.d.new()
-            off = 0
             try:
-                while True:
-                    data = os.pread(ofd, 1 << 20, off)
-                    if not data:
-                        break
-                    run.update(data)
-                    write_all(tfd, data, off)
-                    off += len(data)
+                copy_fd(ofd, tfd, run)
             except OSError as exc:
                 raise classify(exc, "copy to temp file", path)
             have = run.hexdigest()
@@ -615,13 +621,7 @@ class Applier(object):
         except OSError as exc:
             raise classify(exc, "create backup copy", path)
         try:
-            off = 0
-            while True:
-                data = os.pread(ofd, 1 << 20, off)
-                if not data:
-                    break
-                write_all(bfd, data, off)
-                off += len(data)
+            copy_fd(ofd, bfd)
             os.fchown(bfd, st0.st_uid, st0.st_gid)
             os.fchmod(bfd, stat.S_IMODE(st0.st_mode))
             os.utime(bfd, ns=(st0.st_atime_ns, st0.st_mtime_ns))
@@ -763,14 +763,14 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
     try:
         remove_leftover(pfd, tname)
         try:
-            tst = os.lstat(name, dir_fd=pfd)
+            os.lstat(name, dir_fd=pfd)  # FileNotFoundError: the target is gone
             cur_fd, cur_st = open_regular(pfd, name, root, path)
             try:
                 cur = d.of_fd(cur_fd)
             finally:
                 os.close(cur_fd)
         except FileNotFoundError:
-            tst, cur = None, None
+            cur = None
         if cur == r["orig_hash"]:
             state(journal, dict(base, state="rollback_unchanged"))
             return "unchanged"
@@ -781,13 +781,7 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
         # a copy, not the link: the backup must stay pristine if the target is written later
         try:
             tfd = os.open(tname, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
-            off = 0
-            while True:
-                data = os.pread(bfd, 1 << 20, off)
-                if not data:
-                    break
-                write_all(tfd, data, off)
-                off += len(data)
+            copy_fd(bfd, tfd)
             os.fchown(tfd, bst.st_uid, bst.st_gid)
             os.fchmod(tfd, stat.S_IMODE(bst.st_mode))
             copy_xattrs(bfd, tfd)
