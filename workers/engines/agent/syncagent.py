@@ -552,7 +552,8 @@ class Applier(object):
                                                                                        want[:16]))
             state(self.journal, dict(base, state="done", hash=final, bytes=len(data)))
             return "done"
-        except (FileFailure, StreamEnded) as exc:
+        except (FileFailure, StreamEnded, BrokenPipeError) as exc:
+            # BrokenPipeError: the worker went away while we were reporting (stdout closed)
             if isinstance(exc, FileFailure):
                 skip_source()
             if created_backup is not None:
