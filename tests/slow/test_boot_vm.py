@@ -34,11 +34,7 @@ from workers.engines.image import build_disk, find_boot_files
 URI = "qemu:///system"
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(os.geteuid() != 0, reason="qemu:///system via scripts/libvirt-up.sh needs root"),
-    pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not os.path.exists("/usr/sbin/libvirtd"),
-                       reason="apt-get install -y libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86"),
 ]
 
 

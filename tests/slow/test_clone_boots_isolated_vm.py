@@ -6,7 +6,6 @@ Run ``scripts/libvirt-up.sh`` first (the fixture does it too)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +21,7 @@ from workers.engines.ssh import Endpoint, HostKeyMismatch, Session
 URI = "qemu:///system"
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(os.geteuid() != 0, reason="qemu:///system via scripts/libvirt-up.sh needs root"),
-    pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not os.path.exists("/usr/sbin/libvirtd"),
-                       reason="apt-get install -y libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86"),
 ]
 
 
