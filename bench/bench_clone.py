@@ -36,10 +36,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workers.engines.clone import CloneOptions, CloneResult, clone_host, destroy_clone  # noqa: E402
+from workers.engines.endpoint import Endpoint  # noqa: E402
 from workers.engines.events import NullEmitter  # noqa: E402
-from workers.engines.ssh import Endpoint  # noqa: E402
-from workers.testhost.boot import install_boot  # noqa: E402
-from workers.testhost.host import TestHost  # noqa: E402
+from testbed.boot import install_boot  # noqa: E402
+from testbed.host import TestHost  # noqa: E402
 
 IMAGE_PHASES = ("connect", "estimate", "capacity", "stream", "delta", "fixup", "image")
 

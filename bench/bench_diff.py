@@ -31,11 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workers.engines.endpoint import Endpoint  # noqa: E402
 from workers.engines.manifest import (  # noqa: E402
     Algorithm, build_local_manifest, build_pair, diff_manifests, negotiate_algorithm, probe_host,
 )
-from workers.engines.ssh import Endpoint  # noqa: E402
-from workers.testhost.host import TestHost  # noqa: E402
+from testbed.host import TestHost  # noqa: E402
 
 GIB = 1 << 30
 N_FILES = 200

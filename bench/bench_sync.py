@@ -16,7 +16,7 @@ each contender:
      from the clone host's rootfs: rsync gets one SSH hop, sync_back two) to production:
      wall time, "Total bytes sent" from ``--stats``;
   3. raw stream throughput, OpenSSH client vs paramiko (256 MiB from production);
-  4. kill-and-resume: the worker (``python -m workers.engines.sync``) SIGKILLed with its SSH
+  4. kill-and-resume: the worker (``python -m testbed.synccli``) SIGKILLed with its SSH
      clients at a random point, then ``sync_back`` again with the same run id; counted when all
      10 files equal the clone's and all 10 originals are in the run's backup dir.
 
@@ -45,11 +45,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from workers.engines.endpoint import Endpoint  # noqa: E402
 from workers.engines.manifest import build_pair, diff_manifests  # noqa: E402
-from workers.engines.ssh import Endpoint  # noqa: E402
-from workers.engines.sync import (_OpenSSH, _Paramiko, _start, pick_transport, plan_sync, rollback,  # noqa: E402
-                                  sync_back)
-from workers.testhost.host import TestHost  # noqa: E402
+from workers.engines.remote import RemoteProcess, pick_transport  # noqa: E402
+from workers.engines.sync import plan_sync, rollback, start_agent, sync_back  # noqa: E402
+from testbed.host import TestHost  # noqa: E402
 
 GIB = 1 << 30
 N_FILES = 200
@@ -122,9 +122,8 @@ class Production:
 
 
 def stream_rate(ep: Endpoint, transport: str, size: int = 256 << 20) -> float:
-    cls = _OpenSSH if transport == "openssh" else _Paramiko
     t = time.perf_counter()
-    proc = cls(ep, f"head -c {size} /dev/zero")
+    proc = RemoteProcess.start(ep, f"head -c {size} /dev/zero", transport=transport)
     proc.close_stdin()
     got = 0
     while True:
@@ -140,7 +139,7 @@ def stream_rate(ep: Endpoint, transport: str, size: int = 256 << 20) -> float:
 def agent_start(ep: Endpoint, transport: str) -> float:
     """Connect, start the sync agent (python3 + the shipped scripts) and let it exit: the fixed cost."""
     t = time.perf_counter()
-    proc = _start(ep, "read", transport)
+    proc = start_agent(ep, "read", transport)
     proc.write(json.dumps({"algo": "xxh3_128", "mode": "chunked", "chunk": 1 << 20, "block": 4096, "files": [],
                            "source_roots": []}).encode() + b"\n")
     proc.close_stdin()
@@ -238,7 +237,7 @@ def main() -> int:
                                         "prod": dataclasses.asdict(pe), "run_id": run_id, "on_error": "stop"}))
 
         def worker(timeout: float | None) -> int | None:
-            p = subprocess.Popen([sys.executable, "-m", "workers.engines.sync", "sync-back", str(spec)], cwd=ROOT,
+            p = subprocess.Popen([sys.executable, "-m", "testbed.synccli", "sync-back", str(spec)], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 return p.wait(timeout=timeout)

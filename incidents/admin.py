@@ -1,17 +1,10 @@
 from django.contrib import admin
 
-from .models import Incident, TimelineEntry
-
-
-class TimelineInline(admin.TabularInline):
-    model = TimelineEntry
-    extra = 0
-    readonly_fields = ["at", "actor", "action", "message", "rehearsal"]
-    can_delete = False
+from .models import Incident
 
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
     list_display = ["id", "title", "severity", "status", "production_host", "opened_at"]
     list_filter = ["severity", "status"]
-    inlines = [TimelineInline]
+    readonly_fields = ["status", "opened_by", "resolved_at", "closed_at"]

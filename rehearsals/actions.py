@@ -1,14 +1,24 @@
 """One table of operator actions, shared by the HTML views, the JSON API and the
-WebSocket consumer, so all three accept the same inputs and give the same errors."""
+WebSocket consumer, so all three accept the same inputs and give the same errors.
+
+The generic actions are listed here; an action not listed is looked up on the
+kind of the step run it names (``data["step_run"]``), so a kind's extra actions
+(its folder's ``actions``) are offered the same way without this module knowing them.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 
-from . import services
-from .models import Rehearsal, StepRun, StepSpec
-from .permissions import require_operator
+from accounts.roles import require_operator
+from runbooks.kinds import registry
+from runbooks.models import StepSpec
+
+from . import transitions
+from .errors import TransitionError
+from .models import Rehearsal, StepRun
 
 
 class ActionError(Exception):
@@ -17,7 +27,7 @@ class ActionError(Exception):
 
 def _step_run(rehearsal: Rehearsal, data: dict) -> StepRun:
     try:
-        return rehearsal.step_runs.get(pk=int(data.get("step_run")))
+        return rehearsal.step_runs.select_related("step").get(pk=int(data.get("step_run")))
     except (TypeError, ValueError, StepRun.DoesNotExist):
         raise ActionError(f"step run {data.get('step_run')!r} does not belong to rehearsal #{rehearsal.pk}")
 
@@ -34,85 +44,83 @@ def _note(data: dict) -> str:
 
 
 def _start(r, user, data):
-    run = services.start(r, user)
+    run = transitions.start(r, user)
     return f"Started; step {run.step.position} is {run.get_status_display().lower()}"
 
 
 def _advance(r, user, data):
-    run = services.advance(r, user)
+    run = transitions.advance(r, user)
     return f"Step {run.step.position} is {run.get_status_display().lower()}"
 
 
 def _approve(r, user, data):
-    services.approve(_step_run(r, data), user, note=_note(data), approve=True)
+    transitions.approve(_step_run(r, data), user, note=_note(data), approve=True)
     return "Approved"
 
 
 def _reject(r, user, data):
-    services.approve(_step_run(r, data), user, note=_note(data), approve=False)
+    transitions.approve(_step_run(r, data), user, note=_note(data), approve=False)
     return "Rejected"
 
 
 def _confirm(r, user, data):
-    services.confirm(_step_run(r, data), user, note=_note(data))
+    transitions.confirm(_step_run(r, data), user, note=_note(data))
     return "Confirmed"
 
 
 def _retry(r, user, data):
-    run = services.retry(_step_run(r, data), user)
+    run = transitions.retry(_step_run(r, data), user)
     return f"Retrying as attempt {run.attempt}"
 
 
 def _skip(r, user, data):
-    services.skip(r, _step(r, data), user, note=_note(data))
+    transitions.skip(r, _step(r, data), user, note=_note(data))
     return "Skipped"
 
 
-def _ids(data: dict, key: str) -> list[int]:
-    ids = data.get(key, [])
-    if not isinstance(ids, list) or not all(isinstance(i, int) or str(i).isdigit() for i in ids):
-        raise ActionError(f"{key} must be a list of finding ids")
-    return [int(i) for i in ids]
-
-
-def _select(r, user, data):
-    n = services.select_findings(_step_run(r, data), user, _ids(data, "findings"), _ids(data, "override_drift"))
-    return f"{n} file(s) selected for sync-back"
-
-
 def _destroy_clone(r, user, data):
-    services.destroy_clone(r, user)
+    transitions.destroy_clone(r, user)
     return "The clone is being destroyed"
 
 
-def _rollback(r, user, data):
-    services.request_rollback(_step_run(r, data), user, note=_note(data))
-    return "Rolling back the sync-back from its backup"
-
-
 def _cancel(r, user, data):
-    services.cancel(r, user, note=_note(data))
+    transitions.cancel(r, user, note=_note(data))
     return "Cancelled"
 
 
 ACTIONS: dict[str, Callable[[Rehearsal, Any, dict], str]] = {
     "start": _start, "advance": _advance, "approve": _approve, "reject": _reject, "confirm": _confirm,
-    "retry": _retry, "skip": _skip, "cancel": _cancel, "select": _select,
-    "destroy_clone": _destroy_clone, "rollback": _rollback,
+    "retry": _retry, "skip": _skip, "cancel": _cancel, "destroy_clone": _destroy_clone,
 }
+
+
+def _kind_action(rehearsal: Rehearsal, action: str, data: dict) -> Callable[[Rehearsal, Any, dict], str] | None:
+    if "step_run" not in data:
+        return None
+    run = _step_run(rehearsal, data)
+    handler = registry.get(run.step.kind).actions.get(action)
+    if handler is None:
+        return None
+
+    def perform_on_run(r, user, data):
+        with transaction.atomic():
+            return handler(run, user, data)
+    return perform_on_run
 
 
 def perform(rehearsal_id: int, action: str, user, data: dict) -> str:
     require_operator(user)
-    handler = ACTIONS.get(action)
-    if handler is None:
-        raise ActionError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
     rehearsal = Rehearsal.objects.filter(pk=rehearsal_id).first()
     if rehearsal is None:
         raise ActionError(f"rehearsal #{rehearsal_id} does not exist")
+    handler = ACTIONS.get(action) or _kind_action(rehearsal, action, data)
+    if handler is None:
+        extra = sorted({name for kind in registry.all() for name in kind.actions})
+        raise ActionError(f"unknown action {action!r} (known: {', '.join(ACTIONS)}; on a step run of the right "
+                          f"kind: {', '.join(extra)})")
     try:
         return handler(rehearsal, user, data)
-    except services.TransitionError as exc:
+    except TransitionError as exc:
         raise ActionError(str(exc)) from exc
     except PermissionDenied:
         raise

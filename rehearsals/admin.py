@@ -1,47 +1,6 @@
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib import admin
 
-from .models import Approval, Hypervisor, ProductionHost, Rehearsal, Runbook, RunbookLocked, StepRun, StepSpec
-
-
-@admin.register(ProductionHost)
-class ProductionHostAdmin(admin.ModelAdmin):
-    list_display = ["name", "address", "port", "user", "host_key_fingerprint"]
-
-
-@admin.register(Hypervisor)
-class HypervisorAdmin(admin.ModelAdmin):
-    list_display = ["name", "libvirt_uri", "queue", "storage_dir", "domain_type"]
-
-
-class StepSpecInline(admin.StackedInline):
-    model = StepSpec
-    extra = 0
-    ordering = ["position"]
-
-    def has_change_permission(self, request, obj=None):
-        return obj is None or not obj.is_locked
-
-    has_add_permission = has_delete_permission = has_change_permission
-
-
-@admin.register(Runbook)
-class RunbookAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "is_locked", "created_at"]
-    inlines = [StepSpecInline]
-    actions = ["make_new_version"]
-
-    @admin.action(description="Create a new editable version")
-    def make_new_version(self, request, queryset):
-        for rb in queryset:
-            new = rb.new_version(request.user)
-            self.message_user(request, f"Created {new}", messages.SUCCESS)
-
-    def save_formset(self, request, form, formset, change):
-        try:
-            super().save_formset(request, form, formset, change)
-        except (RunbookLocked, ValidationError) as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+from .models import Approval, Rehearsal, StepRun, TimelineEntry
 
 
 class StepRunInline(admin.TabularInline):
@@ -63,3 +22,19 @@ class RehearsalAdmin(admin.ModelAdmin):
 class ApprovalAdmin(admin.ModelAdmin):
     list_display = ["step_run", "requested_by", "approver", "decision", "decided_at"]
     readonly_fields = ["step_run", "requested_by", "approver", "decision", "decided_at", "note", "plan"]
+
+
+@admin.register(TimelineEntry)
+class TimelineEntryAdmin(admin.ModelAdmin):
+    """The audit trail is read-only, here as everywhere."""
+    list_display = ["at", "incident", "rehearsal", "actor", "action", "message"]
+    list_filter = ["action"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

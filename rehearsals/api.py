@@ -8,10 +8,11 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.roles import require_reader
+
 from . import actions
 from .models import Rehearsal, StepEvent
-from .permissions import require_reader
-from .views import rehearsal_state
+from .state import rehearsal_state
 
 
 def _json_login_required(view):
@@ -30,7 +31,7 @@ def _json_login_required(view):
 @require_GET
 def rehearsal(request, pk: int):
     require_reader(request.user)
-    return JsonResponse(rehearsal_state(get_object_or_404(Rehearsal, pk=pk)))
+    return JsonResponse(rehearsal_state(get_object_or_404(Rehearsal, pk=pk), request.user))
 
 
 @_json_login_required
@@ -61,4 +62,4 @@ def action(request, pk: int, action: str):
         message = actions.perform(pk, action, request.user, data)
     except actions.ActionError as exc:
         return JsonResponse({"ok": False, "error": str(exc)}, status=409)
-    return JsonResponse({"ok": True, "message": message, "state": rehearsal_state(Rehearsal.objects.get(pk=pk))})
+    return JsonResponse({"ok": True, "message": message, "state": rehearsal_state(Rehearsal.objects.get(pk=pk), request.user)})

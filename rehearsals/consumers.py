@@ -16,10 +16,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 
+from accounts.roles import can_operate, can_read
+
 from . import actions
 from .events import remember_server_loop
-from .models import Rehearsal, StepEvent
-from .permissions import can_operate, can_read
+from .models import Rehearsal, StepEvent, StepRun
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 500
@@ -56,11 +57,13 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
             return {}
 
     def _rows_after(self, after: dict[int, int]) -> list[dict]:
+        """Rows newer than what the client has, per step run, filtered by the database
+        (the (step_run, seq) unique index), not in Python."""
         frames = []
-        qs = StepEvent.objects.filter(step_run__rehearsal_id=self.rehearsal_id).order_by("step_run_id", "seq")
-        for ev in qs.iterator(chunk_size=2000):
-            if ev.seq > after.get(ev.step_run_id, 0):
-                frames.append(ev.as_frame())
+        for step_run in StepRun.objects.filter(rehearsal_id=self.rehearsal_id).order_by("pk").values_list(
+                "pk", flat=True):
+            rows = StepEvent.objects.filter(step_run_id=step_run, seq__gt=after.get(step_run, 0)).order_by("seq")
+            frames += [ev.as_frame() for ev in rows.iterator(chunk_size=2000)]
         return frames
 
     def _gap_rows(self, step_run: int, after: int, before: int) -> list[dict]:

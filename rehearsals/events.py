@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 
 from workers.engines.events import BaseEmitter, Event
@@ -160,7 +160,6 @@ class StepEventSink(BaseEmitter):
                     log.exception("event sink flush failed for step run %s", self.step_run_id)
         finally:
             close_old_connections()
-            from django.db import connection
             connection.close()
 
     def close(self) -> None:
@@ -173,12 +172,4 @@ class StepEventSink(BaseEmitter):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def events_after(step_run_ids: Iterable[int], after: dict[int, int]) -> list[StepEvent]:
-    """Rows newer than the given per-StepRun seq, in (step_run, seq) order."""
-    rows: list[StepEvent] = []
-    for sr in step_run_ids:
-        rows += list(StepEvent.objects.filter(step_run_id=sr, seq__gt=after.get(sr, 0)).order_by("seq"))
-    return rows
 

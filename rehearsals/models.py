@@ -1,158 +1,21 @@
-"""Inventory, runbooks and rehearsal runs.
+"""Rehearsal runs and everything they record: step runs and their events,
+approvals, the clone, the diff's findings, the sync-back journal and the audit
+timeline of the incident.
 
-A Runbook row is one *version*: rows sharing ``name`` form its history. Once a
-version has been used by a Rehearsal it is immutable (its steps cannot change);
-editing means ``new_version()``.
+A Rehearsal is one run of one runbook version, in one of two modes: a dress
+rehearsal (mode ``rehearsal``) or the production run.
 """
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.urls import reverse
 
-from workers.engines.ssh import Endpoint, fingerprint, parse_public_key
-
-
-class ProductionHost(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    address = models.CharField(max_length=255)
-    port = models.PositiveIntegerField(default=22)
-    user = models.CharField(max_length=64, default="root")
-    key_path = models.CharField(max_length=500, blank=True,
-                                help_text="Private key the workers use (path on the worker hosts).")
-    host_key = models.TextField(help_text="Pinned public host key, e.g. 'ssh-ed25519 AAAA...'. "
-                                          "Connections presenting another key are refused.")
-    notes = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def clean(self) -> None:
-        try:
-            parse_public_key(self.host_key)
-        except ValueError as exc:
-            raise ValidationError({"host_key": str(exc)})
-
-    @property
-    def host_key_fingerprint(self) -> str:
-        try:
-            return fingerprint(self.host_key)
-        except Exception:
-            return "(invalid key)"
-
-    def endpoint(self) -> Endpoint:
-        return Endpoint(host=self.address, port=self.port, user=self.user, key_path=self.key_path or None,
-                        host_key=self.host_key, label=f"production {self.name}")
-
-
-class Hypervisor(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    libvirt_uri = models.CharField(max_length=255, default="qemu:///system")
-    queue = models.CharField(max_length=100, unique=True,
-                             help_text="Celery queue the worker on this host consumes.")
-    storage_dir = models.CharField(max_length=500, help_text="Where clone disks and staging trees live.")
-    domain_type = models.CharField(max_length=8, blank=True, choices=[("", "auto-detect"), ("kvm", "kvm"),
-                                                                      ("qemu", "qemu (TCG)")])
-    notes = models.TextField(blank=True)
-    last_scan = models.JSONField(default=dict, blank=True,
-                                 help_text="Clone domains libvirt reported at the last scan (leftovers check).")
-    scanned_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def is_test_driver(self) -> bool:
-        return self.libvirt_uri.startswith("test:")
-
-
-class Runbook(models.Model):
-    name = models.CharField(max_length=100)
-    version = models.PositiveIntegerField(default=1)
-    description = models.TextField(blank=True)
-    check_sets = models.JSONField(default=dict, blank=True,
-                                  help_text='Reusable acceptance checks: {"name": [check, ...]}; a check step '
-                                            'names one with "check_set".')
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name", "-version"]
-        constraints = [models.UniqueConstraint(fields=["name", "version"], name="runbook_name_version")]
-
-    def __str__(self) -> str:
-        return f"{self.name} v{self.version}"
-
-    @property
-    def is_locked(self) -> bool:
-        """A version that has run is immutable: the report must show what really ran."""
-        return self.pk is not None and self.rehearsals.exists()
-
-    @transaction.atomic
-    def new_version(self, user=None) -> "Runbook":
-        latest = Runbook.objects.filter(name=self.name).order_by("-version").first()
-        copy = Runbook.objects.create(name=self.name, version=latest.version + 1,
-                                      description=self.description, check_sets=self.check_sets, created_by=user)
-        for spec in self.steps.all():
-            StepSpec.objects.create(runbook=copy, position=spec.position, kind=spec.kind, title=spec.title,
-                                    params=spec.params, target=spec.target, needs_approval=spec.needs_approval,
-                                    estimated_seconds=spec.estimated_seconds)
-        return copy
-
-
-class RunbookLocked(ValidationError):
-    pass
-
-
-class StepSpec(models.Model):
-    class Target(models.TextChoices):
-        CLONE = "clone", "clone"
-        PRODUCTION = "production", "production"
-
-    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
-    position = models.PositiveIntegerField()
-    kind = models.CharField(max_length=32)
-    title = models.CharField(max_length=200)
-    params = models.JSONField(default=dict, blank=True)
-    target = models.CharField(max_length=16, choices=Target.choices, default=Target.PRODUCTION)
-    needs_approval = models.BooleanField(default=False)
-    estimated_seconds = models.PositiveIntegerField(default=60, help_text="Estimated duration, for the report.")
-
-    class Meta:
-        ordering = ["runbook", "position"]
-        constraints = [models.UniqueConstraint(fields=["runbook", "position"], name="stepspec_position")]
-
-    def __str__(self) -> str:
-        return f"{self.position}. {self.title} [{self.kind}]"
-
-    def clean(self) -> None:
-        from .steps import registry  # local: steps import models
-
-        errors = registry.validate(self.kind, self.params, self.target, runbook=self.runbook)
-        if errors:
-            raise ValidationError({"params": errors})
-
-    def save(self, *args, **kwargs) -> None:
-        if self.runbook.is_locked:
-            raise RunbookLocked(f"{self.runbook} has already run and is immutable; create a new version to edit it")
-        from .steps import registry
-
-        # Typed params are validated and normalised (defaults filled in) on every save.
-        self.params = registry.clean_params(self.kind, self.params, self.target, runbook=self.runbook)
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        if self.runbook.is_locked:
-            raise RunbookLocked(f"{self.runbook} has already run and is immutable; create a new version to edit it")
-        return super().delete(*args, **kwargs)
+from incidents.models import Incident
+from inventory.models import Hypervisor
+from runbooks.models import Runbook, StepSpec
+from workers.engines.endpoint import Endpoint
+from workers.engines.vocabulary import CHANGE_LABELS, VERDICT_LABELS
 
 
 class Rehearsal(models.Model):
@@ -166,7 +29,7 @@ class Rehearsal(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         CANCELLED = "cancelled", "Cancelled"
 
-    incident = models.ForeignKey("incidents.Incident", on_delete=models.CASCADE, related_name="rehearsals")
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="rehearsals")
     runbook = models.ForeignKey(Runbook, on_delete=models.PROTECT, related_name="rehearsals")
     hypervisor = models.ForeignKey(Hypervisor, on_delete=models.PROTECT, related_name="rehearsals")
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.REHEARSAL)
@@ -341,3 +204,70 @@ class SyncJournalEntry(models.Model):
     class Meta:
         ordering = ["step_run", "at", "pk"]
         verbose_name_plural = "sync journal entries"
+
+
+class TimelineEntry(models.Model):
+    """One audited action: who did what, when. Written by every state change.
+
+    It lives here, above incidents, because it names rehearsals and step runs."""
+
+    incident = models.ForeignKey("incidents.Incident", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="timeline",
+                                 help_text="Empty for actions on a hypervisor that no incident owns.")
+    rehearsal = models.ForeignKey(Rehearsal, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="timeline")
+    step_run = models.ForeignKey(StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="+", help_text="Empty for actions the system took by itself.")
+    action = models.CharField(max_length=40)
+    message = models.TextField()
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        verbose_name_plural = "timeline entries"
+
+    def __str__(self) -> str:
+        who = self.actor.username if self.actor else "system"
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.action}: {self.message}"
+
+
+class Finding(models.Model):
+    """One file that differs between the repaired clone and production, and what the
+    database's own page checks say about it. Findings with verdict
+    ``corrupted_on_production`` are the repair: the default selection for sync-back."""
+
+    # One vocabulary, the engines': the diff's categories and the verify tool's verdicts.
+    Change = models.TextChoices("Change", [(name.upper(), (name, label)) for name, label in CHANGE_LABELS.items()])
+    Verdict = models.TextChoices("Verdict", [("NONE", ("", "—"))] + [
+        (name.upper(), (name, label)) for name, label in VERDICT_LABELS.items()])
+
+    rehearsal = models.ForeignKey(Rehearsal, on_delete=models.CASCADE, related_name="findings")
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="findings")
+    path = models.TextField(help_text="Production path, for display (non-UTF-8 bytes escaped).")
+    path_b64 = models.TextField(help_text="Exact production path bytes, base64.")
+    clone_path_b64 = models.TextField()
+    root = models.PositiveIntegerField(default=0)
+    rel_b64 = models.TextField(help_text="Path relative to its diff root, base64.")
+    change = models.CharField(max_length=32, choices=Change.choices)
+    verdict = models.CharField(max_length=32, choices=Verdict.choices, blank=True, default="")
+    size_clone = models.BigIntegerField(null=True, blank=True)
+    size_production = models.BigIntegerField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    differing_chunks = models.JSONField(default=list, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    drift = models.CharField(max_length=32, blank=True,
+                             help_text="Why production changed after the clone was taken (empty: no drift).")
+    selected = models.BooleanField(default=False, help_text="Chosen for sync-back.")
+    drift_override = models.BooleanField(default=False, help_text="A person accepted overwriting production "
+                                                                   "although it changed after the clone.")
+
+    class Meta:
+        ordering = ["step_run", "change", "path"]
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.get_change_display()} / {self.get_verdict_display()}"
+
+    @property
+    def chunks_differ(self) -> int:
+        return len(self.differing_chunks)

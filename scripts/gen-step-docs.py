@@ -8,12 +8,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "understudy.settings")
 import django  # noqa: E402
 
 django.setup()
-from rehearsals.steps import registry  # noqa: E402
+from runbooks.kinds import registry  # noqa: E402
+from runbooks.models import StepSpec  # noqa: E402
 
 out = ["# Step kinds\n",
        "Every step of a runbook has a `kind`, a `target` (`production` or `clone`), typed `params` validated when the",
-       "runbook is saved (all errors at once), `needs_approval` and an estimated duration. This page is generated from",
-       "the registry (`rehearsals/steps/`) by `scripts/gen-step-docs.py`; each kind's module docstring explains it.\n"]
+       "runbook is saved (all errors at once), `needs_approval`, an estimated duration and an optional `milestone`",
+       "(" + ", ".join(f"`{m}`" for m in StepSpec.Milestone.values if m) + "): what its success means for the",
+       "incident and the report; when a production run's `service_restored` step succeeds, the incident is resolved.",
+       "This page is generated from the registry (one folder per kind under `steps/`) by `scripts/gen-step-docs.py`;",
+       "each kind's module docstring explains it.\n"]
 for name in sorted(registry.names()):
     kind = registry.get(name)
     module = sys.modules[type(kind).__module__]

@@ -3,7 +3,7 @@
 #
 # Idempotent: every step checks before acting, so tests, CI and the demo can
 # call it repeatedly. Prints what it did; exits non-zero with a message on
-# failure. See /work/shared/MACHINE-NOTES.md for why each step is needed.
+# failure. docs/hypervisor.md says why each step is needed.
 #
 # Env:
 #   LIBVIRT_UP_TIMEOUT  seconds to wait for `virsh version` (default 60)

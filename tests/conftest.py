@@ -10,9 +10,11 @@ import os
 
 import pytest
 
+from tests.support.database import database_url_for_subprocess
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "understudy.settings")
 
-pytest_plugins = ["tests.fixtures.testhosts"]
+pytest_plugins = ["tests.fixtures.testhosts", "tests.support.clone"]  # fixtures: test hosts; hv_test, worker_key
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def users(db):
 
 @pytest.fixture
 def hypervisor(db, tmp_path):
-    from rehearsals.models import Hypervisor
+    from inventory.models import Hypervisor
 
     return Hypervisor.objects.create(name="hv-test", libvirt_uri="test:///default", queue="hv-test",
                                      storage_dir=str(tmp_path / "hv"))
@@ -41,7 +43,7 @@ def hypervisor(db, tmp_path):
 @pytest.fixture
 def host_row(db):
     """A ProductionHost row that nothing listens for (for state-machine tests)."""
-    from rehearsals.models import ProductionHost
+    from inventory.models import ProductionHost
 
     return ProductionHost.objects.create(
         name="db01", address="127.0.0.1", port=1, user="root",
@@ -50,15 +52,15 @@ def host_row(db):
 
 @pytest.fixture
 def make_rehearsal(users, hypervisor):
-    from incidents.models import Incident
-    from rehearsals import services
-    from rehearsals.models import Runbook, StepSpec
-
     import itertools
+
+    from incidents.models import Incident
+    from rehearsals import transitions
+    from runbooks.models import Runbook, StepSpec
 
     counter = itertools.count(1)
 
-    def make(host, steps: list[dict], *, name: str | None = None, user=None, on=None):
+    def make(host, steps: list[dict], *, name: str | None = None, user=None, on=None, mode: str = "rehearsal"):
         name = name or f"rb-{next(counter)}"
         user = user or users["alice"]
         incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
@@ -67,23 +69,14 @@ def make_rehearsal(users, hypervisor):
         for i, s in enumerate(steps, start=1):
             StepSpec.objects.create(runbook=runbook, position=i, kind=s["kind"], title=s.get("title", s["kind"]),
                                     params=s.get("params", {}), target=s.get("target", "production"),
-                                    needs_approval=s.get("needs_approval", False))
-        return services.create_rehearsal(incident, runbook, on or hypervisor, user)
+                                    needs_approval=s.get("needs_approval", False),
+                                    milestone=s.get("milestone", ""))
+        return transitions.create_rehearsal(incident, runbook, on or hypervisor, user, mode=mode)
 
     return make
 
 
 # ---------------------------------------------------------------- a real Celery worker
-
-def _database_url_for_subprocess() -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
 
 @pytest.fixture(scope="session")
 def worker_queue() -> str:
@@ -113,7 +106,7 @@ def celery_worker(transactional_db, worker_queue, tmp_path_factory):
         yield {"mode": "in-process", "queue": worker_queue}
         return
     log = tmp_path_factory.mktemp("celery") / "worker.log"
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), UNDERSTUDY_INPROCESS_WORKER="0")
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), UNDERSTUDY_INPROCESS_WORKER="0")
     name = f"{worker_queue}@%h"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "understudy", "worker", "-Q", worker_queue, "-n", name,
@@ -136,7 +129,7 @@ def celery_worker(transactional_db, worker_queue, tmp_path_factory):
 
 @pytest.fixture
 def worker_hypervisor(celery_worker, tmp_path):
-    from rehearsals.models import Hypervisor
+    from inventory.models import Hypervisor
 
     return Hypervisor.objects.create(name=f"hv-{celery_worker['queue']}", libvirt_uri="test:///default",
                                      queue=celery_worker["queue"], storage_dir=str(tmp_path / "hv"))
@@ -145,24 +138,12 @@ def worker_hypervisor(celery_worker, tmp_path):
 @pytest.fixture
 def prod_host_row(production_host):
     """The running sshd production test host, registered as a ProductionHost with its pinned key."""
-    from rehearsals.models import ProductionHost
+    from inventory.models import ProductionHost
 
     return ProductionHost.objects.create(
         name=production_host.hostname, address=production_host.address, port=production_host.port,
         user=production_host.user, key_path=str(production_host.client_key_path),
         host_key=production_host.host_public_key)
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture
@@ -179,20 +160,3 @@ def register_clone():
             key_path=str(host.client_key_path), host_key=host.host_public_key, point_in_time=timezone.now())
 
     return register
-
-
-def run_step_to_end(rehearsal, user, timeout: float = 60):
-    """Start (or advance) a rehearsal and wait for the step's worker to finish it."""
-    from rehearsals import services
-    from rehearsals.models import Rehearsal, StepRun
-
-    rehearsal.refresh_from_db()
-    if rehearsal.status == Rehearsal.Status.PENDING:
-        run = services.start(rehearsal, user)
-    else:
-        run = services.advance(rehearsal, user)
-    final = {StepRun.Status.SUCCEEDED, StepRun.Status.FAILED}
-    wait_until(lambda: StepRun.objects.get(pk=run.pk).status in final, timeout=timeout)
-    run = StepRun.objects.get(pk=run.pk)
-    assert run.status in final, f"step still {run.status} after {timeout}s"
-    return run

@@ -33,9 +33,16 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Domain apps, bottom to top: each imports only the ones above it in this list
+    # (tests/architecture/test_layering.py enforces it).
+    "accounts",
+    "inventory",
+    "runbooks",
     "incidents",
     "rehearsals",
+    "steps",
     "workers",
+    "understudy",  # the project itself: its management commands (serve, demo) wire everything together
 ]
 
 MIDDLEWARE = [
@@ -61,7 +68,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "rehearsals.permissions.roles_context",
+                "accounts.roles.roles_context",
             ],
         },
     },

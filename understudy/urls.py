@@ -8,5 +8,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("rehearsals.api_urls")),
     path("rehearsals/", include("rehearsals.urls")),
-    path("", include("incidents.urls")),
+    path("", include("rehearsals.incident_urls")),
 ]

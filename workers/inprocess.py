@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from inventory.models import Hypervisor
+from understudy.celery import app
+
 log = logging.getLogger(__name__)
 _started: dict[str, object] = {}
 _lock = threading.Lock()
@@ -17,14 +20,10 @@ _lock = threading.Lock()
 
 def start_inprocess_worker(queues: list[str] | None = None, concurrency: int = 2):
     """Start (once) a worker thread consuming ``queues`` (default: every hypervisor's)."""
-    from understudy.celery import app
-
     with _lock:
         if "worker" in _started:
             return _started["worker"]
         if queues is None:
-            from rehearsals.models import Hypervisor
-
             queues = sorted(set(Hypervisor.objects.values_list("queue", flat=True)) | {"understudy"})
         worker = app.WorkController(pool_cls="threads", concurrency=concurrency, queues=queues,
                                     loglevel="INFO", without_heartbeat=True, without_mingle=True,

@@ -1,39 +1,33 @@
-"""Celery tasks: thin wrappers. The work is in rehearsals.execution and the engines."""
+"""Celery tasks: thin wrappers. The work is in rehearsals.jobs and the engines.
+
+Each is sent by name from ``rehearsals.dispatch`` to the queue of the hypervisor
+it concerns.
+"""
 from celery import shared_task
 
+from rehearsals import dispatch, jobs
 
-@shared_task(name="understudy.run_step", acks_late=True)
+
+@shared_task(name=dispatch.RUN_STEP, acks_late=True)
 def run_step(step_run_id: int, phase: str = "run") -> str:
-    from rehearsals.execution import execute_step_run
-
-    return execute_step_run(step_run_id, phase)
+    return jobs.execute_step_run(step_run_id, phase)
 
 
-@shared_task(name="understudy.destroy_clone")
+@shared_task(name=dispatch.STEP_JOB)
+def step_job(step_run_id: int, job: str, actor_id: int | None = None, data: dict | None = None) -> dict:
+    return jobs.execute_step_job(step_run_id, job, actor_id, data or {})
+
+
+@shared_task(name=dispatch.DESTROY_CLONE)
 def destroy_clone(clone_id: int, actor_id: int | None = None) -> dict:
-    from rehearsals.services import clone_destroyed
-
-    return clone_destroyed(clone_id, actor_id)
+    return jobs.destroy_clone(clone_id, actor_id)
 
 
-@shared_task(name="understudy.scan_hypervisor")
-def scan_hypervisor(hypervisor_id: int) -> list[dict]:
-    from rehearsals.clones import scan_hypervisor as scan
-    from rehearsals.models import Hypervisor
-
-    return scan(Hypervisor.objects.get(pk=hypervisor_id))
+@shared_task(name=dispatch.SCAN_HYPERVISOR)
+def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dict]:
+    return jobs.scan_hypervisor(hypervisor_id, actor_id)
 
 
-@shared_task(name="understudy.destroy_leftover")
-def destroy_leftover(hypervisor_id: int, domain_name: str) -> bool:
-    from rehearsals.clones import destroy_leftover as destroy
-    from rehearsals.models import Hypervisor
-
-    return destroy(Hypervisor.objects.get(pk=hypervisor_id), domain_name)
-
-
-@shared_task(name="understudy.rollback_sync")
-def rollback_sync(step_run_id: int, actor_id: int | None = None) -> dict:
-    from rehearsals.services import rollback_done
-
-    return rollback_done(step_run_id, actor_id)
+@shared_task(name=dispatch.DESTROY_LEFTOVER)
+def destroy_leftover(hypervisor_id: int, domain_name: str, actor_id: int | None = None) -> bool:
+    return jobs.destroy_leftover(hypervisor_id, domain_name, actor_id)

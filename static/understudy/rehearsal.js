@@ -90,11 +90,7 @@
           : `${a.decision} by ${a.approver}${a.note ? ": " + a.note : ""}` }));
       }
       if (run.result && run.result.note) li.append(h("p", { class: "muted", text: `Note: ${run.result.note}` }));
-      if (run.result && run.result.checks) li.append(renderChecks(run.result.checks));
-      if (step.kind === "diff" && run.result && run.result.totals) li.append(renderDiffSummary(run.result));
-      if (run.findings && run.findings.length) li.append(renderFindings(run));
-      if (run.result && run.result.preview) li.append(renderPreview(run.result.preview));
-      if (step.kind === "sync_back" && run.result && run.result.files) li.append(renderSyncReport(run));
+      if (run.panel_html) li.append(renderPanel(run));
       const pre = h("pre", { class: "log", id: `log-${run.id}` });
       fillLog(pre, run.id);
       li.append(pre);
@@ -123,92 +119,30 @@
     return li;
   }
 
-  function renderChecks(checks) {
-    const tbody = h("tbody");
-    for (const c of checks) {
-      const ev = Object.entries(c.evidence || {}).filter(([k]) => !["type", "stdout_tail", "stderr_tail"].includes(k))
-        .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
-      tbody.append(h("tr", { class: c.ok ? "ok" : "bad" },
-        h("td", {}, h("span", { class: `badge ${c.ok ? "st-succeeded" : "st-failed"}`, text: c.ok ? "pass" : "FAIL" })),
-        h("td", { text: c.name + (c.required ? "" : " (optional)") }), h("td", { class: "muted", text: ev })));
-    }
-    return h("table", { class: "grid checks" },
-      h("thead", {}, h("tr", {}, h("th", { text: "" }), h("th", { text: "Check" }), h("th", { text: "Evidence" }))), tbody);
-  }
-
-  function renderDiffSummary(r) {
-    const t = r.totals || {};
-    return h("p", { class: "diff-summary" },
-      h("strong", { text: `${r.repair_files} file(s), ${fmtBytes(r.repair_bytes)} of ${fmtBytes(r.production_bytes)} ` +
-        `(${r.repair_percent}%) corrupted on production and healthy on the clone` }),
-      ` · ${t.changed_files} file(s) differ in content (${fmtBytes(t.changed_bytes)}), ${t.missing_on_production || 0} missing and ${t.extra_on_production || 0} extra on production · hashed with ${r.algo}` +
-      (r.drifted ? ` · ${r.drifted} changed on production after the clone (drift)` : ""));
-  }
-
-  function renderFindings(run) {
-    const editable = cfg.canOperate && state.status === "running" && run.status === "succeeded" &&
-      !state.steps.some((s) => s.kind === "sync_back" && s.run && ["queued", "running", "succeeded"].includes(s.run.status));
-    const tbody = h("tbody");
-    for (const f of run.findings) {
-      const box = h("input", { type: "checkbox", checked: f.selected, disabled: !editable, className: "pick" });
-      box.dataset.finding = f.id;
-      let drift = f.drift || "";
-      if (f.drift) {
-        const ov = h("input", { type: "checkbox", checked: f.drift_override, disabled: !editable, className: "override",
-          title: "overwrite production anyway" });
-        ov.dataset.finding = f.id;
-        drift = h("label", { class: "error" }, ov, ` ${f.drift} — overwrite anyway`);
+  // What is special about a step kind is rendered on the server by the kind's own panel
+  // template; its buttons name an action (data-action) and the step run (data-step-run).
+  // A note comes from the .note input of the button's row, lists from checked boxes with
+  // data-list in the same form.
+  function renderPanel(run) {
+    const panel = h("div", { class: "panel" });
+    panel.innerHTML = run.panel_html;
+    panel.querySelectorAll("button[data-action]").forEach((b) => b.addEventListener("click", () => {
+      const data = {};
+      if (b.dataset.stepRun) data.step_run = Number(b.dataset.stepRun);
+      const row = b.closest(".row");
+      const note = row && row.querySelector("input.note");
+      if (note) data.note = note.value;
+      const form = b.closest("form");
+      if (form) {
+        form.querySelectorAll("input[data-list]").forEach((box) => {
+          const list = (data[box.dataset.list] = data[box.dataset.list] || []);
+          if (box.checked) list.push(Number(box.value));
+        });
       }
-      tbody.append(h("tr", { class: `verdict-${f.verdict || "none"}` },
-        h("td", {}, box), h("td", {}, h("code", { text: f.path })), h("td", { text: f.change_label }),
-        h("td", {}, h("span", { class: `verdict v-${f.verdict || "none"}`, text: f.verdict_label })),
-        h("td", { text: fmtBytes(f.size_production) }),
-        h("td", { text: f.chunk_count ? `${f.chunks_differ}/${f.chunk_count}` : "" }),
-        h("td", {}, drift)));
-    }
-    const table = h("table", { class: "grid findings" },
-      h("thead", {}, h("tr", {}, ...["sync", "Path", "Change", "Verdict", "Size", "Chunks differ", "Drift"].map((t) => h("th", { text: t })))),
-      tbody);
-    const wrap = h("div", { class: "findings-wrap" }, table);
-    if (editable) {
-      const btn = h("button", { type: "button", class: "secondary", text: "Save selection for sync-back" });
-      btn.dataset.action = "select";
-      btn.addEventListener("click", () => send("select", { step_run: run.id,
-        findings: [...table.querySelectorAll("input.pick:checked")].map((b) => Number(b.dataset.finding)),
-        override_drift: [...table.querySelectorAll("input.override:checked")].map((b) => Number(b.dataset.finding)) }));
-      wrap.append(btn);
-    }
-    return wrap;
-  }
-
-  function renderPreview(p) {
-    const t = p.totals || {};
-    const tbody = h("tbody");
-    for (const f of p.files || []) {
-      tbody.append(h("tr", { class: f.conflicts && f.conflicts.length ? "leftover" : "" },
-        h("td", {}, h("code", { text: f.display || f.prod_path || "" })), h("td", { text: fmtBytes(f.send_bytes) }),
-        h("td", { text: f.whole ? "whole file" : `${(f.chunks || []).length} chunk(s)` }),
-        h("td", {}, h("code", { text: f.backup || "" })),
-        h("td", { class: "error", text: (f.conflicts || []).join(", ") })));
-    }
-    return h("div", { class: "preview" },
-      h("p", {}, h("strong", { text: `Preview: ${t.files} file(s), at most ${fmtBytes(t.send_bytes)} in ${t.chunks} chunk(s) to send` }),
-        t.blocked ? h("span", { class: "error", text: ` · ${t.blocked} blocked: production changed since the clone` }) : "",
-        h("span", { class: "muted", text: ` · plan ${String(p.fingerprint || "").slice(0, 12)}` })),
-      h("table", { class: "grid" }, h("thead", {}, h("tr", {}, ...["File", "To send", "Chunks", "Original kept at", "Drift"].map((x) => h("th", { text: x })))), tbody));
-  }
-
-  function renderSyncReport(run) {
-    const r = run.result;
-    const done = (r.files || []).filter((f) => f.state === "done").length;
-    const wrap = h("div", {}, h("p", {}, h("strong", { text: `${done} file(s) replaced, ${fmtBytes(r.data_bytes)} of file data sent ` +
-      `(${fmtBytes(r.bytes_to_production)} on the wire to production) in ${fmtSecs(r.seconds)}` }),
-      r.rollback ? h("span", { class: "error", text: ` · rolled back: ${r.rollback.restored} restored, ${r.rollback.failed} failed` }) : ""));
-    if (cfg.canOperate && !r.rollback) {
-      const note = h("input", { type: "text", placeholder: "why roll back?", class: "note" });
-      wrap.append(h("div", { class: "row" }, note, actionButton("Roll back from backup", "rollback", { step_run: run.id }, { noteFrom: note, cls: "danger" })));
-    }
-    return wrap;
+      if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
+      send(b.dataset.action, data);
+    }));
+    return panel;
   }
 
   function fillLog(pre, runId) {

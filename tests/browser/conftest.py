@@ -30,10 +30,10 @@ def live_server_url(transactional_db, worker_hypervisor, celery_worker, tmp_path
     embedded default learns the hypervisor queues at start)."""
     from django.conf import settings
 
-    from tests.conftest import _database_url_for_subprocess
+    from tests.support.database import database_url_for_subprocess
 
     port = _free_port()
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess())
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess())
     args = [sys.executable, "manage.py", "serve", "--port", str(port)]
     if settings.REDIS_URL:
         args.append("--no-worker")  # the celery_worker fixture's process consumes the queue
@@ -69,11 +69,3 @@ def browser():
             "--disable-component-update", "--disable-sync"])
         yield b
         b.close()
-
-
-def login(page, base: str, username: str, password: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")

@@ -5,11 +5,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from rehearsals import services
-from rehearsals.models import Runbook, StepSpec
-from rehearsals.seed import load_seed_runbook
-
-from .conftest import login
+from rehearsals import transitions
+from runbooks.models import Runbook, StepSpec
+from runbooks.seed import load_seed_runbook
+from tests.support.browser import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,7 +20,7 @@ def seed_rehearsal(users, prod_host_row, worker_hypervisor):
     incident = Incident.objects.create(title="minidb down", production_host=prod_host_row,
                                        broken_service="minidb", opened_by=users["alice"])
     runbook = load_seed_runbook(Runbook, StepSpec)
-    return services.create_rehearsal(incident, runbook, worker_hypervisor, users["alice"])
+    return transitions.create_rehearsal(incident, runbook, worker_hypervisor, users["alice"])
 
 
 def test_ops_starts_seed_rehearsal_and_sees_first_step_output(seed_rehearsal, live_server_url, browser):

@@ -14,7 +14,6 @@ from workers.engines.clone import (
     remote_tar_command,
 )
 from workers.engines.events import RecordingEmitter
-from tests.engines.test_clone_support import worker_key  # noqa: F401  (fixture)
 
 DEBIAN_FSTAB = """\
 # /etc/fstab: static file system information.
@@ -90,12 +89,31 @@ def test_fixups_on_a_debian_style_tree(tmp_path, worker_key):
     assert rep.services["nosuch"] == ["masked nosuch.service"]
 
 
-def test_test_rootfs_service_list(tmp_path):
+def test_a_declared_service_list_loses_the_disabled_service(tmp_path):
     (tmp_path / "etc/understudy").mkdir(parents=True)
     (tmp_path / "etc/understudy/services.enabled").write_text("minidb\nreplicator\n")
+    (tmp_path / "etc/understudy/service-lists").write_text("# lists our init reads\n/etc/understudy/services.enabled\n")
     assert disable_service(tmp_path, "minidb") == ["removed from /etc/understudy/services.enabled"]
     assert (tmp_path / "etc/understudy/services.enabled").read_text() == "replicator\n"
     assert disable_service(tmp_path, "minidb") == []
+
+
+def test_an_undeclared_service_list_is_left_alone(tmp_path):
+    (tmp_path / "etc/understudy").mkdir(parents=True)
+    (tmp_path / "etc/understudy/services.enabled").write_text("minidb\nreplicator\n")
+    assert disable_service(tmp_path, "minidb") == []
+    assert (tmp_path / "etc/understudy/services.enabled").read_text() == "minidb\nreplicator\n"
+
+
+def test_a_declared_service_list_cannot_point_out_of_the_tree(tmp_path):
+    outside = tmp_path / "outside.list"
+    outside.write_text("minidb\n")
+    root = tmp_path / "root"
+    (root / "etc/understudy").mkdir(parents=True)
+    (root / "etc/understudy/escape").symlink_to(outside)   # absolute: resolved inside the tree
+    (root / "etc/understudy/service-lists").write_text(f"/etc/understudy/escape\n/../{outside.name}\n")
+    assert disable_service(root, "minidb") == []
+    assert outside.read_text() == "minidb\n"
 
 
 def test_fstab_without_a_root_line_gets_one(tmp_path):

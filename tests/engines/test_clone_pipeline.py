@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.test_clone_support import (  # noqa: F401  (fixtures)
-    TEST_URI, assert_nothing_left, endpoint, hv_test, make_bootable, worker_key,
-)
+from tests.support.clone import TEST_URI, assert_nothing_left, endpoint, make_bootable
 from workers.engines.clone import CloneOptions, CloneResult, clone_host, destroy_clone
 from workers.engines.events import RecordingEmitter
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.test_clone_support import (  # noqa: F401  (fixtures)
-    TEST_URI, assert_nothing_left, endpoint, hv_test, make_bootable, worker_key,
-)
+from tests.support.clone import TEST_URI, assert_nothing_left, endpoint, make_bootable
 from workers.engines.clone import (
     BootFilesMissing, CloneCancelled, CloneCapacityError, CloneExistsError, CloneOptions, CloneSpecError,
     HookFailed, TarMissingError, UnreadableFilesError, clone_host,
@@ -29,9 +27,9 @@ def _clone(ep, storage: Path, *, emitter: RecordingEmitter | None = None, **kw):
 
 def test_unknown_host_key_is_refused_before_anything_is_created(make_test_host, hv_test, tmp_path):
     host = make_test_host("prod")
-    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
-    assert other.returncode == 0
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     wrong = " ".join((tmp_path / "k.pub").read_text().split()[:2])
+    assert wrong.startswith("ssh-ed25519 ") and wrong != " ".join(host.host_public_key.split()[:2])
     storage = tmp_path / "hv"
     with pytest.raises(HostKeyMismatch, match="HOST KEY MISMATCH"):
         _clone(endpoint(host, host_key=wrong), storage)
@@ -109,8 +107,14 @@ def test_permission_denied_on_a_file_names_the_files_and_leaves_nothing(make_tes
 
 def test_failing_pre_command_stops_before_copying(make_test_host, hv_test, tmp_path):
     host = make_test_host("prod")
+    emitter = RecordingEmitter()
     with pytest.raises(HookFailed, match="pre_command failed: .*exit code 3"):
-        _clone(endpoint(host), tmp_path / "hv", pre_command="echo flushing; exit 3")
+        _clone(endpoint(host), tmp_path / "hv", emitter=emitter, pre_command="echo flushing; exit 3")
+    phases = [e.payload["name"] for e in emitter.of_kind("phase")]
+    assert "pre_command" in phases and "stream" not in phases and "delta" not in phases
+    assert not [e for e in emitter.of_kind("progress") if e.payload.get("stage") in ("stream", "delta")], \
+        "bytes were copied after the pre_command failed"
+    assert "flushing" in emitter.lines("stdout")
     assert_nothing_left(hv_test, tmp_path / "hv", NAME)
 
 

@@ -164,9 +164,21 @@ def test_detect_accel_force_env_and_probe(monkeypatch):
     monkeypatch.setenv("UNDERSTUDY_FORCE_TCG", "1")
     assert detect_accel() == "qemu"
     monkeypatch.delenv("UNDERSTUDY_FORCE_TCG")
-    # real probe (runs qemu briefly when installed); cached afterwards
-    assert detect_accel() in ("kvm", "qemu")
-    assert hv_mod.accel_reason()
+    # real probe (runs qemu briefly when installed; cached afterwards): its verdict decides
+    kind, reason = hv_mod._detect_accel_cached()
+    assert detect_accel() == kind
+    assert (kind == "kvm") == (reason == "SeaBIOS completed under KVM"), reason
+    assert hv_mod.accel_reason() == reason
+
+
+def test_detect_accel_follows_the_kvm_probe(monkeypatch):
+    monkeypatch.delenv("UNDERSTUDY_FORCE_TCG", raising=False)
+    for works, expected in ((True, "kvm"), (False, "qemu")):
+        hv_mod._detect_accel_cached.cache_clear()
+        monkeypatch.setattr(hv_mod, "probe_kvm", lambda works=works: (works, f"probe says {works}"))
+        assert detect_accel() == expected
+        assert hv_mod.accel_reason() == f"probe says {works}"
+    hv_mod._detect_accel_cached.cache_clear()  # later tests probe for real again
 
 
 def _serve(banner: bytes | None):
@@ -224,8 +236,10 @@ def test_readiness_helpers(tmp_path):
 
 def test_free_port_is_bindable():
     port = free_port()
+    assert 1024 <= port <= 65535
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+        assert s.getsockname() == ("127.0.0.1", port)
 
 
 def test_libvirt_error_handler_is_silenced(capfd):

@@ -1,4 +1,4 @@
-"""Fast checks of workers.testhost.boot's initramfs builder on a synthetic
+"""Fast checks of testbed.boot's initramfs builder on a synthetic
 kernel tree (the real Debian kernel is exercised in tests/slow/test_boot_vm.py)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.testhost import boot
+from testbed import boot
 
 pytestmark = pytest.mark.skipif(not any(os.path.exists(p) for p in boot.BUSYBOX_CANDIDATES),
                                 reason="needs busybox-static")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import endpoint, host_sha, put, twin_files
+from tests.support.sync import endpoint, host_sha, put, twin_files
 from workers.engines.events import RecordingEmitter
 from workers.engines.sync import SyncError, live_sync_files
 

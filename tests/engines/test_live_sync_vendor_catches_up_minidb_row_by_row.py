@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import endpoint, local, make_plan, repaired_clone, sha, stop_service
+from tests.support.sync import endpoint, local, make_plan, repaired_clone, sha, stop_service
 from workers.engines.events import RecordingEmitter
 from workers.engines.sync import SyncError, live_sync_vendor, sync_back
-from workers.testhost.minidb.scenario import NAMES, _value
+from testbed.minidb.scenario import NAMES, _value
 
 LAG = r"lag_lsn=(?P<lag>\d+)"
 

@@ -1,6 +1,6 @@
 """The hashing agent on real trees: every awkward kind of entry is recorded, none crashes it.
 
-The agent runs as it does on a host (``python3 -`` with the script on stdin), both
+The agent runs as it does on a host (the agent bootstrap, the script on stdin), both
 with the venv's Python (xxhash module) and Debian's bare /usr/bin/python3
 (libxxhash through ctypes, or hashlib).
 """
@@ -20,9 +20,9 @@ import pytest
 
 from workers.engines.events import RecordingEmitter
 from workers.engines.manifest import (
-    Manifest, ManifestError, _AgentOutput, build_local_manifest, diff_manifests, negotiate_algorithm,
-    probe_host,
+    Manifest, ManifestError, build_local_manifest, diff_manifests, negotiate_algorithm, probe_host,
 )
+from workers.engines.manifest.hashing import _AgentOutput
 
 BARE_PYTHON = "/usr/bin/python3"
 CHUNK = 64 * 1024
@@ -91,9 +91,9 @@ def test_agent_records_every_kind_of_entry(tree: Path, python: str | None) -> No
 def probe_python(python: str | None) -> list[str]:
     import json
     import sys
-    from workers.engines.agent import agent_source
-    out = subprocess.run([python or sys.executable, "-", "--probe"], input=agent_source(),
-                         capture_output=True, check=True).stdout
+    from workers.engines.agent import agent_argv, agent_payload
+    out = subprocess.run(agent_argv("hashagent", ["--probe"], python=python or sys.executable),
+                         input=agent_payload("hashagent"), capture_output=True, check=True).stdout
     return json.loads(out)["algos"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.engines.test_sync_support import BACKUP_DIR, endpoint, generic_plan, host_sha, twin_files
+from tests.support.sync import BACKUP_DIR, endpoint, generic_plan, host_sha, twin_files
 from workers.engines.sync import rollback, sync_back
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import (BACKUP_DIR, endpoint, generic_plan, host_sha, leftover_temps, local,
-                                             twin_files)
+from tests.support.sync import (BACKUP_DIR, endpoint, generic_plan, host_sha, leftover_temps, local,
+                                twin_files)
 from workers.engines.sync import ConnectionLost, MemoryJournal, sync_back
 
 

@@ -2,12 +2,11 @@
 no temp file left, and the file already replaced in the same run is rolled back."""
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import endpoint, generic_plan, host_bytes, host_sha, twin_files
+from tests.support.sync import endpoint, generic_plan, host_sha, twin_files
 from workers.engines.sync import SyncError, sync_back
 
 

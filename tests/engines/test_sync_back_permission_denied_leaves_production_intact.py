@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import endpoint, generic_plan, host_sha, twin_files
+from tests.support.sync import endpoint, generic_plan, host_sha, twin_files
 from workers.engines.sync import SyncError, sync_back
 
 

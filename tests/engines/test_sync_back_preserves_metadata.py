@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tests.engines.test_sync_support import BACKUP_DIR, endpoint, generic_plan, local, twin_files
+from tests.support.sync import BACKUP_DIR, endpoint, generic_plan, local, twin_files
 from workers.engines.sync import sync_back
 
 SET_XATTR = "python3 -c \"import os; os.setxattr('/srv/m/f.dat', 'user.origin', b'prod-42')\""

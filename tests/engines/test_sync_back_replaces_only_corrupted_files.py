@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import BACKUP_DIR, endpoint, local, make_plan, repaired_clone, sha, stop_service
+from tests.support.sync import BACKUP_DIR, endpoint, local, make_plan, repaired_clone, sha, stop_service
 from workers.engines.events import RecordingEmitter
-from workers.engines.sync import MemoryJournal, SyncPlan, rollback, sync_back
+from workers.engines.sync import MemoryJournal, SyncPlan, sync_back
 
 
 @pytest.mark.parametrize("transport", ["openssh", "paramiko"])

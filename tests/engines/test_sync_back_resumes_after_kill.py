@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.engines.test_sync_support import (BACKUP_DIR, endpoint, generic_plan, host_sha, leftover_temps,
-                                             spec_file, twin_files)
+from tests.support.sync import (BACKUP_DIR, endpoint, generic_plan, host_sha, leftover_temps,
+                                spec_file, twin_files)
 from workers.engines.sync import rollback, sync_back
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def kill_at(spec: Path, delay: float) -> int | None:
     """Start the worker, SIGKILL its process group after ``delay`` s; the exit code if it finished first."""
-    proc = subprocess.Popen([sys.executable, "-m", "workers.engines.sync", "sync-back", str(spec)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.synccli", "sync-back", str(spec)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         return proc.wait(timeout=delay)

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import (BACKUP_DIR, endpoint, local, make_plan, repaired_clone, sha,
-                                             stop_service)
+from tests.support.sync import (BACKUP_DIR, endpoint, local, make_plan, repaired_clone, sha,
+                                stop_service)
 from workers.engines.events import RecordingEmitter
 from workers.engines.sync import RollbackError, rollback, sync_back
 

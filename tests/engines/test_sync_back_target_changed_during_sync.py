@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.engines.test_sync_support import endpoint, generic_plan, host_sha, put, twin_files
+from tests.support.sync import endpoint, generic_plan, host_sha, put, twin_files
 from workers.engines.manifest import build_pair, diff_manifests
 from workers.engines.sync import MemoryJournal, SyncError, SyncRefused, plan_sync, sync_back
 

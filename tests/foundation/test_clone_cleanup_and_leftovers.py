@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from incidents.models import TimelineEntry
-from rehearsals import services
-from rehearsals.models import Clone, Hypervisor
-from tests.conftest import wait_until
+from inventory.models import Hypervisor
+from rehearsals import transitions
+from rehearsals.models import Clone, TimelineEntry
+from tests.support.runs import wait_until
 from workers.engines.clone import CLONE_MARKER
 from workers.engines.hypervisor import CloneDomainSpec
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
@@ -95,8 +95,8 @@ def test_closing_a_rehearsal_destroys_its_clone_unless_kept(make_rehearsal, host
     kept.save()
     kept_clone = _clone_row(libvirt_uri, kept, tmp_path, f"us-kept-{kept.pk}")
     for reh in (r, kept):
-        run = services.start(reh, users["alice"])
-        services.confirm(run, users["bob"], note="done")
+        run = transitions.start(reh, users["alice"])
+        transitions.confirm(run, users["bob"], note="done")
     assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
     assert Clone.objects.get(pk=kept_clone.pk).status == Clone.Status.RUNNING
     assert kept_clone.domain_name in _domains(libvirt_uri)
@@ -124,3 +124,19 @@ def test_scan_lists_leftovers_and_they_can_be_destroyed(make_rehearsal, host_row
     c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/destroy-leftover/", {"domain": f"us-orphan-{r.pk}"})
     assert wait_until(lambda: f"us-orphan-{r.pk}" not in _domains(libvirt_uri), timeout=30)
     assert wait_until(lambda: not orphan_dir.exists(), timeout=10)
+    # Every hypervisor action goes through the transitions and is audited, like any other.
+    audit = TimelineEntry.objects.filter(action__startswith="hypervisor.")
+    assert audit.filter(action="hypervisor.scan_requested", actor=users["alice"]).exists()
+    assert audit.filter(action="hypervisor.leftover_destroy_requested", actor=users["alice"],
+                        message__contains=f"us-orphan-{r.pk}").exists()
+    assert wait_until(lambda: audit.filter(action="hypervisor.leftover_destroyed",
+                                           message__contains=f"us-orphan-{r.pk}").exists(), timeout=10)
+    assert not audit.filter(message__contains=f"us-live-{r.pk}").exists(), "the refused destroy changed nothing"
+    assert f"us-orphan-{r.pk}" in c.get("/rehearsals/hypervisors/").content.decode()  # the audit list shows it
+
+
+def test_managers_cannot_scan_a_hypervisor(worker_hypervisor, users):
+    c = Client()
+    c.force_login(users["mona"])
+    assert c.post(f"/rehearsals/hypervisors/{worker_hypervisor.pk}/scan/").status_code == 403
+    assert not TimelineEntry.objects.filter(action__startswith="hypervisor.").exists()

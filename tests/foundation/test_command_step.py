@@ -2,10 +2,10 @@
 sshd production host -> events in the DB. Strict host keys; clear failures."""
 import pytest
 
-from incidents.models import TimelineEntry
-from rehearsals import services
-from rehearsals.models import ProductionHost, StepEvent, StepRun
-from tests.conftest import wait_until
+from inventory.models import ProductionHost
+from rehearsals import transitions
+from rehearsals.models import StepEvent, StepRun, TimelineEntry
+from tests.support.runs import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = StepRun.Status
@@ -13,7 +13,7 @@ S = StepRun.Status
 
 def _run_one(make_rehearsal, host, worker_hypervisor, users, step: dict, timeout=60) -> StepRun:
     r = make_rehearsal(host, [step], on=worker_hypervisor)
-    run = services.start(r, users["alice"])
+    run = transitions.start(r, users["alice"])
     done = wait_until(lambda: StepRun.objects.get(pk=run.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=timeout)
     run = StepRun.objects.get(pk=run.pk)
     assert done, f"step still {run.status}"

@@ -4,9 +4,9 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from rehearsals.models import Runbook, StepSpec
-from rehearsals.runbooks import InvalidRunbook, import_runbook, runbook_to_dict
-from rehearsals.seed import load_seed_runbook
+from runbooks.documents import InvalidRunbook, import_runbook, runbook_to_dict
+from runbooks.models import Runbook, StepSpec
+from runbooks.seed import load_seed_runbook
 
 
 def test_seed_round_trips_as_a_new_version(db):

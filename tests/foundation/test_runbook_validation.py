@@ -2,10 +2,10 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from rehearsals.models import Runbook, RunbookLocked, StepSpec
-from rehearsals.seed import SEED_NAME, load_seed_runbook
-from rehearsals.steps import registry
-from rehearsals.steps.params import ParamErrors
+from runbooks.kinds import registry
+from runbooks.models import Runbook, RunbookLocked, StepSpec
+from runbooks.params import ParamErrors
+from runbooks.seed import SEED_NAME, load_seed_runbook
 
 
 def test_seed_runbook_has_the_eleven_steps_of_the_story(db):

@@ -1,7 +1,7 @@
 """Slow tier: boot a real clone VM under TCG on qemu:///system.
 
-Builds the busybox/sshd test-host rootfs (workers.testhost.rootfs, which calls
-workers.testhost.boot.install_boot), makes a qcow2 with workers.engines.image,
+Builds the busybox/sshd test-host rootfs (testbed.rootfs, which calls
+testbed.boot.install_boot), makes a qcow2 with workers.engines.image,
 boots it with workers.engines.hypervisor, logs in over the 127.0.0.1 SSH
 forward with a key placed in the rootfs, proves from inside the guest that the
 host (10.0.2.2, where a listener waits) is unreachable (restrict=on), then
@@ -27,7 +27,12 @@ import pytest
 
 from workers.engines.events import RecordingEmitter
 from workers.engines.hypervisor import (
-    CloneDomainSpec, DomainStartError, Hypervisor, detect_accel, free_port, wait_for_serial,
+    CloneDomainSpec,
+    DomainStartError,
+    Hypervisor,
+    detect_accel,
+    free_port,
+    wait_for_serial,
 )
 from workers.engines.image import build_disk, find_boot_files
 
@@ -45,8 +50,8 @@ def _report(record_property, key: str, value: float) -> None:
 
 @pytest.fixture(scope="module")
 def vm_rootfs(tmp_path_factory) -> tuple[Path, Path, float]:
-    from workers.testhost import boot
-    from workers.testhost.rootfs import build_rootfs
+    from testbed import boot
+    from testbed.rootfs import build_rootfs
 
     work = tmp_path_factory.mktemp("vmroot")
     key = work / "id_ed25519"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.test_clone_support import endpoint, make_bootable, worker_key  # noqa: F401  (fixture)
+from tests.support.clone import endpoint, make_bootable
 from workers.engines.clone import CloneOptions, clone_host, destroy_clone
 from workers.engines.events import RecordingEmitter
 from workers.engines.hypervisor import Hypervisor

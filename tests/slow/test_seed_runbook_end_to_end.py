@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from incidents.models import Finding, Incident, TimelineEntry
-from rehearsals import services
-from rehearsals.models import Clone, Rehearsal, Runbook, StepRun, StepSpec
-from rehearsals.seed import load_seed_runbook
-from tests.conftest import wait_until
+from incidents.models import Incident
+from rehearsals import transitions
+from rehearsals.models import Clone, Finding, Rehearsal, StepRun, TimelineEntry
+from runbooks.models import Runbook, StepSpec
+from runbooks.seed import load_seed_runbook
+from steps.sync_back.actions import request_rollback
+from tests.support.runs import wait_until
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
 
 S = StepRun.Status
@@ -38,7 +40,7 @@ def qemu_hypervisor(worker_hypervisor, libvirt_up, monkeypatch):
 
 
 def _step(r, user, timeout=300) -> StepRun:
-    run = services.advance(r, user) if Rehearsal.objects.get(pk=r.pk).status == "running" else services.start(r, user)
+    run = transitions.advance(r, user) if Rehearsal.objects.get(pk=r.pk).status == "running" else transitions.start(r, user)
     assert wait_until(lambda: StepRun.objects.get(pk=run.pk).status in DONE, timeout=timeout), \
         f"step {run.step.position} still {StepRun.objects.get(pk=run.pk).status}"
     return StepRun.objects.get(pk=run.pk)
@@ -47,14 +49,14 @@ def _step(r, user, timeout=300) -> StepRun:
 def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hypervisor, users, settings, tmp_path):
     settings.UNDERSTUDY_WORKER_KEY = str(tmp_path / "worker_ed25519")
     prod = make_test_host("db-prod-01", scenario=True, with_boot=True)
-    from rehearsals.models import ProductionHost
+    from inventory.models import ProductionHost
 
     host = ProductionHost.objects.create(name="db-prod-01", address=prod.address, port=prod.port,
                                          key_path=str(prod.client_key_path), host_key=prod.host_public_key)
     incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
                                        opened_by=users["alice"])
     runbook = load_seed_runbook(Runbook, StepSpec)
-    r = services.create_rehearsal(incident, runbook, qemu_hypervisor, users["alice"])
+    r = transitions.create_rehearsal(incident, runbook, qemu_hypervisor, users["alice"])
     alice, bob = users["alice"], users["bob"]
     sc = prod.scenario
     corrupted = sorted(sc.datafile_in_host(n) for n in sc.corrupted_files)
@@ -81,9 +83,9 @@ def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hy
 
     sync = _step(r, alice, timeout=600)                   # 7 preview, then a second person approves
     assert sync.status == S.AWAITING_APPROVAL, sync.error
-    with pytest.raises(services.FourEyesViolation):
-        services.approve(sync, alice)
-    services.approve(sync, bob, note="only the corrupted datafiles")
+    with pytest.raises(transitions.FourEyesViolation):
+        transitions.approve(sync, alice)
+    transitions.approve(sync, bob, note="only the corrupted datafiles")
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=600)
     sync = ok(StepRun.objects.get(pk=sync.pk))
     backup_root = prod.rootfs / "var/backups/understudy" / sync.result["run_id"]
@@ -93,7 +95,7 @@ def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hy
     ok(_step(r, alice, timeout=600))                      # 8 catch-up: replay the write log on production
     ok(_step(r, alice))                                   # 9 re-check production
     manual = _step(r, alice)                              # 10 reviewed logs and monitoring
-    services.confirm(manual, bob, note="service logs clean, dashboards green")
+    transitions.confirm(manual, bob, note="service logs clean, dashboards green")
     ok(_step(r, alice))                                   # 11 re-enable the service
     assert prod.run("minidb-service status", check=False).stdout.startswith("up")
     assert prod.run("dbverify /var/lib/minidb/data", check=False).returncode == 0
@@ -111,7 +113,7 @@ def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hy
 
     # the catch-up wrote into the repaired files: a late rollback refuses to throw that away
     current = {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
-    services.request_rollback(sync, alice, note="rehearse the way back")
+    request_rollback(sync, alice, note="rehearse the way back")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=120)
     assert "changed after the sync" in StepRun.objects.get(pk=sync.pk).result["rollback"]["error"]
     assert {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted} == current

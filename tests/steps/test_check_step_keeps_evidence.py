@@ -2,7 +2,7 @@
 import pytest
 
 from rehearsals.models import StepEvent, StepRun
-from tests.conftest import run_step_to_end
+from tests.support.runs import run_step_to_end
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,9 +5,8 @@ corrupted pages. The clone: restored from the backup and re-initialized. The ste
 name exactly the corrupted files as the repair and the newer ones as "leave alone"."""
 import pytest
 
-from incidents.models import Finding
-from rehearsals.models import StepRun
-from tests.conftest import run_step_to_end
+from rehearsals.models import Finding, StepRun
+from tests.support.runs import run_step_to_end
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DATA = "/var/lib/minidb/data"

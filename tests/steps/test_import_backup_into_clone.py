@@ -4,7 +4,7 @@ import hashlib
 import pytest
 
 from rehearsals.models import StepRun
-from tests.conftest import run_step_to_end
+from tests.support.runs import run_step_to_end
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BACKUP = "/var/backups/minidb/latest.tar.gz"
@@ -78,7 +78,7 @@ def test_without_a_clone_the_step_says_so(make_rehearsal, prod_host_row, worker_
 
 def test_backup_from_a_registered_backup_server(make_rehearsal, prod_host_row, production_host, worker_hypervisor,
                                                 register_clone, clone_host, make_test_host, users):
-    from rehearsals.models import ProductionHost
+    from inventory.models import ProductionHost
 
     backup = make_test_host("backup01")
     (backup.rootfs / "srv/backups").mkdir(parents=True)

@@ -6,10 +6,11 @@ import hashlib
 
 import pytest
 
-from incidents.models import TimelineEntry
-from rehearsals import services
-from rehearsals.models import Approval, StepRun, SyncJournalEntry
-from tests.conftest import run_step_to_end, wait_until
+from rehearsals import transitions
+from rehearsals.models import Approval, StepRun, SyncJournalEntry, TimelineEntry
+from steps.diff.actions import select_findings
+from steps.sync_back.actions import request_rollback
+from tests.support.runs import run_step_to_end, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = StepRun.Status
@@ -43,7 +44,7 @@ def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_ro
     assert diff.status == S.SUCCEEDED, diff.error
 
     # alice asks; a worker prepares the preview; the plan waits for a second person
-    sync = services.advance(r, users["alice"])
+    sync = transitions.advance(r, users["alice"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120), \
         StepRun.objects.get(pk=sync.pk).error
     sync.refresh_from_db()
@@ -52,9 +53,9 @@ def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_ro
     assert preview["totals"]["blocked"] == 0 and preview["totals"]["send_bytes"] > 0
     approval = sync.approvals.get()
     assert approval.plan["fingerprint"] == preview["fingerprint"] and approval.requested_by == users["alice"]
-    with pytest.raises(services.FourEyesViolation):
-        services.approve(sync, users["alice"])
-    services.approve(sync, users["bob"], note="preview checked: only the corrupted datafiles")
+    with pytest.raises(transitions.FourEyesViolation):
+        transitions.approve(sync, users["alice"])
+    transitions.approve(sync, users["bob"], note="preview checked: only the corrupted datafiles")
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
     sync.refresh_from_db()
     assert sync.status == S.SUCCEEDED, sync.error
@@ -90,7 +91,7 @@ def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_ro
 
     # after the catch-up wrote into the synced files, a rollback must not throw those writes away
     caught_up = {p: (prod_root / p.lstrip("/")).read_bytes() for p in corrupted}
-    services.request_rollback(sync, users["bob"], note="rehearsing the way back, too late")
+    request_rollback(sync, users["bob"], note="rehearsing the way back, too late")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=60)
     sync.refresh_from_db()
     assert sync.result["rollback"]["failed"] == len(corrupted)
@@ -109,7 +110,7 @@ def _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clon
     ], on=worker_hypervisor)
     register_clone(r, repaired_clone)
     assert run_step_to_end(r, users["alice"], timeout=120).status == S.SUCCEEDED
-    sync = services.advance(r, users["alice"])
+    sync = transitions.advance(r, users["alice"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120)
     return r, sync
     return r, sync
@@ -122,14 +123,14 @@ def test_rollback_restores_the_originals(make_rehearsal, prod_host_row, producti
     originals = {p: (production_host.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
     r, sync = _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
                              register_clone, users)
-    with pytest.raises(services.TransitionError, match="never wrote anything"):
-        services.request_rollback(sync, users["bob"], note="too early")
-    services.approve(sync, users["bob"])
+    with pytest.raises(transitions.TransitionError, match="never wrote anything"):
+        request_rollback(sync, users["bob"], note="too early")
+    transitions.approve(sync, users["bob"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.SUCCEEDED, timeout=120)
     assert all((production_host.rootfs / p.lstrip("/")).read_bytes() != originals[p] for p in corrupted)
-    with pytest.raises(services.TransitionError, match="needs a note"):
-        services.request_rollback(sync, users["bob"], note="")
-    services.request_rollback(sync, users["bob"], note="the vendor asked us to keep the old files")
+    with pytest.raises(transitions.TransitionError, match="needs a note"):
+        request_rollback(sync, users["bob"], note="")
+    request_rollback(sync, users["bob"], note="the vendor asked us to keep the old files")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=60)
     sync.refresh_from_db()
     assert sync.result["rollback"]["restored"] == len(corrupted) and sync.result["rollback"]["failed"] == 0
@@ -146,7 +147,7 @@ def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, prod
         fh.seek(100)
         fh.write(b"written after the preview")
     before = (production_host.rootfs / victim.lstrip("/")).read_bytes()
-    services.approve(sync, users["bob"])
+    transitions.approve(sync, users["bob"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
     sync.refresh_from_db()
     assert sync.status == S.FAILED and "changed since it was approved" in sync.error
@@ -158,8 +159,7 @@ def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_rehearsa
                                                                    register_clone, users):
     import os
 
-
-    from incidents.models import Finding
+    from rehearsals.models import Finding
 
     production_host.run("minidb-service disable")
     r = make_rehearsal(prod_host_row, [
@@ -177,21 +177,21 @@ def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_rehearsa
     assert drifted.drift == "mtime_after_clone" and not drifted.selected, "drift is never selected by default"
     repair = list(Finding.objects.filter(step_run=diff, verdict="corrupted_on_production").values_list("pk", flat=True))
     # a person selects it anyway: the preview blocks it until they also override the drift
-    services.select_findings(diff, users["alice"], repair)
-    sync = services.advance(r, users["alice"])
+    select_findings(diff, users["alice"], repair)
+    sync = transitions.advance(r, users["alice"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.AWAITING_APPROVAL, timeout=120)
     sync.refresh_from_db()
     blocked = [f for f in sync.result["preview"]["files"] if f["blocked"]]
     assert [f["display"] for f in blocked] == [victim]
-    services.approve(sync, users["bob"])
+    transitions.approve(sync, users["bob"])
     assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status == S.FAILED, timeout=120)
     assert "changed on production after the clone" in StepRun.objects.get(pk=sync.pk).error
-    with pytest.raises(services.TransitionError, match="only applies to a file selected"):
-        services.select_findings(diff, users["alice"], [], [drifted.pk])
-    services.select_findings(diff, users["alice"], repair, [drifted.pk])
+    with pytest.raises(transitions.TransitionError, match="only applies to a file selected"):
+        select_findings(diff, users["alice"], [], [drifted.pk])
+    select_findings(diff, users["alice"], repair, [drifted.pk])
     assert TimelineEntry.objects.filter(step_run=diff, action="findings.drift_overridden").exists()
-    again = services.retry(StepRun.objects.get(pk=sync.pk), users["alice"])
+    again = transitions.retry(StepRun.objects.get(pk=sync.pk), users["alice"])
     assert wait_until(lambda: StepRun.objects.get(pk=again.pk).status == S.AWAITING_APPROVAL, timeout=120)
-    services.approve(again, users["bob"], note="accepted: the touch did not change content")
+    transitions.approve(again, users["bob"], note="accepted: the touch did not change content")
     assert wait_until(lambda: StepRun.objects.get(pk=again.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=120)
     assert StepRun.objects.get(pk=again.pk).status == S.SUCCEEDED, StepRun.objects.get(pk=again.pk).error

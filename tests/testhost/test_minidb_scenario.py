@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from workers.testhost.minidb import (
+from testbed.minidb import (
     PAGE_SIZE, Database, build_scenario, corrupt_pages, dump_rows, reinit_database, replay_wal, verify_file,
 )
-from workers.testhost.minidb.cli import main_dbverify
+from testbed.minidb.cli import main_dbverify
 
 LAG = re.compile(r"lag_lsn=(\d+) applied=(\d+)")
 

@@ -6,7 +6,7 @@ import subprocess
 import paramiko
 import pytest
 
-from workers.testhost.host import TestHost
+from testbed.host import TestHost
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from workers.testhost.host import TestHost, TestHostError
-from workers.testhost.rootfs import build_rootfs
+from testbed.host import TestHost, TestHostError
+from testbed.rootfs import build_rootfs
 
 
 def _netns() -> str:

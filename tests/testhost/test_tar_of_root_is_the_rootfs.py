@@ -7,7 +7,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from workers.testhost.rootfs import build_rootfs, tree_size
+from testbed.rootfs import build_rootfs, tree_size
 
 
 def test_tar_over_ssh_streams_the_rootfs_without_pseudo_filesystems(make_test_host) -> None:

@@ -27,8 +27,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .endpoint import CommandResult, Endpoint, SSHError, command_string
 from .events import Emitter, NullEmitter
-from .ssh import CommandResult, Endpoint, Session, SSHError, command_string
+from .ssh import Session
 
 DEFAULT_TIMEOUT = 30.0
 BODY_LIMIT = 64 * 1024

@@ -5,8 +5,8 @@ Pipeline (each stage is an Emitter ``phase``)::
     connect -> estimate -> capacity -> pre_command -> stream -> delta -> post_command
             -> fixup -> image -> define -> boot
 
-* **stream**: one GNU tar stream over an SSH exec channel (OpenSSH client, pinned host
-  key, ~2.5x paramiko's throughput) spliced into a local ``tar -x`` in
+* **stream**: one GNU tar stream over SSH (a ``remote.RemoteProcess``: the OpenSSH client by
+  default, pinned host key, ~2.5x paramiko's throughput) spliced into a local ``tar -x`` in
   ``storage_dir/<name>/staging``. One file system (plus /boot when it is a separate
   mount: the clone boots its own kernel), numeric owners, xattrs/ACLs when both tars
   support them, sparse files kept sparse.
@@ -38,22 +38,21 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .endpoint import (AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, SSHError, command_string,
+                       fingerprint, parse_public_key)
 from .events import Emitter, NullEmitter
 from .hypervisor import (
-    CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
+    DOMAIN_NAME_RE, CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
     ReadinessTimeout, detect_accel, free_port,
 )
-from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files
-from .ssh import (
-    AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, Session, SSHError, command_string, fingerprint,
-    parse_public_key, scan_host_key,
-)
+from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files, resolve_in_root
+from .remote import TRANSPORTS, PipeLines, RemoteProcess, pick_transport
+from .ssh import Session, scan_host_key
 
 # Never streamed: pseudo/volatile file systems. Their mount-point directories are kept
 # (empty) because the clone's init mounts them again.
@@ -61,12 +60,15 @@ ALWAYS_EXCLUDED = ("/proc", "/sys", "/dev", "/run", "/tmp")
 CLONE_MARKER = ".understudy-clone"          # in storage_dir/<name>: "this dir is ours to delete"
 LIST_LIMIT = 1000                           # paths kept per consistency list (counts are exact)
 PROGRESS_INTERVAL = 0.25                    # seconds between progress events
+TAR_STDERR_LINES = 200                      # the remote tar's last stderr lines kept for error messages
 MIN_IMAGE_HEADROOM = 128 * MiB              # free space inside the clone's ext4, whatever the %
 # The mtime the kernel stamps comes from a coarse clock that can lag date(1) by a tick:
 # start the delta window a little earlier so a write right after T0 is never missed.
 DELTA_CLOCK_MARGIN = 0.05
 _HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@_.:+-]+$")
+# Where a host declares its plain service lists (one absolute path a line): see declared_service_lists.
+SERVICE_LISTS = "/etc/understudy/service-lists"
 # Virtual file systems that stay in a clone's fstab; block, network and swap lines go.
 _VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup", "cgroup2", "debugfs",
                "hugetlbfs", "mqueue", "binfmt_misc", "configfs", "pstore", "tracefs", "fusectl", "ramfs"}
@@ -159,6 +161,7 @@ class CloneOptions:
     worker_key_path: str | None = None         # its private key: the boot check logs in and runs hostname
     allow_unreadable: bool = False             # True: unreadable files are reported, not fatal
     hook_timeout: float = 600                  # seconds for pre/post command each
+    transport: str = "openssh"                 # the tar streams: OpenSSH client (bulk speed), paramiko or auto
     cmdline: str = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
 
 
@@ -218,8 +221,7 @@ def _check(cancel: Callable[[], bool] | None) -> None:
 
 
 def _validate(options: CloneOptions) -> None:
-    from .hypervisor import _NAME_RE  # the domain-name rule libvirt/our metadata rely on
-    if not _NAME_RE.match(options.name):
+    if not DOMAIN_NAME_RE.match(options.name):
         raise CloneSpecError(f"bad clone name {options.name!r}: letters, digits, '_.-', max 64")
     if not _HOSTNAME_RE.match(options.hostname):
         raise CloneSpecError(f"bad hostname {options.hostname!r}: letters, digits, '-', max 63")
@@ -235,6 +237,8 @@ def _validate(options: CloneOptions) -> None:
         except ValueError as exc:
             raise CloneSpecError(f"worker_public_key must be an OpenSSH public key line "
                                  f"('ssh-ed25519 AAAA...'): {exc}") from exc
+    if options.transport not in TRANSPORTS:
+        raise CloneSpecError(f"transport must be one of {', '.join(TRANSPORTS)}, not {options.transport!r}")
     if not 0 <= options.headroom_percent <= 1000:
         raise CloneSpecError(f"headroom_percent={options.headroom_percent} out of range 0..1000")
 
@@ -458,32 +462,21 @@ class PassResult:
     seconds: float
 
 
-class _LineReader(threading.Thread):
-    """Reads a pipe line by line in the background, calling ``on_line`` for each."""
-
-    def __init__(self, pipe, on_line: Callable[[str], None]) -> None:
-        super().__init__(daemon=True)
-        self.pipe, self.on_line = pipe, on_line
-
-    def run(self) -> None:
-        for raw in iter(self.pipe.readline, b""):
-            self.on_line(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
+def _kill_local(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
-def _kill(*procs: subprocess.Popen) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _pump(src: int, dst: int, on_bytes: Callable[[int], None], cancel: Callable[[], bool] | None) -> None:
-    """Move bytes pipe->pipe with splice(2) (no copy through Python), counting them."""
-    use_splice = hasattr(os, "splice")
+def _pump(source: RemoteProcess, dst: int, on_bytes: Callable[[int], None],
+          cancel: Callable[[], bool] | None) -> None:
+    """Move the stream into the local tar, counting bytes: with splice(2) from the OpenSSH
+    client's pipe (no copy through Python), else by reading the process."""
+    src = source.stdout_fd
+    use_splice = src is not None and hasattr(os, "splice")
     while True:
         _check(cancel)
         if use_splice:
@@ -495,7 +488,7 @@ def _pump(src: int, dst: int, on_bytes: Callable[[int], None], cancel: Callable[
                     continue
                 raise
         else:
-            data = os.read(src, 1 << 20)
+            data = source.read(1 << 20)
             n = len(data)
             view = memoryview(data)
             while view:
@@ -507,36 +500,35 @@ def _pump(src: int, dst: int, on_bytes: Callable[[int], None], cancel: Callable[
 
 def run_tar_pass(source: Endpoint, remote_cmd: str, staging: Path, *, xattrs: bool, acls: bool,
                  emitter: Emitter, stage: str, total_bytes: int | None, total_files: int | None,
-                 cancel: Callable[[], bool] | None = None) -> PassResult:
-    """ssh (OpenSSH, pinned key) `tar -c` | splice | local `tar -x -v`, with progress."""
-    kh = source.write_known_hosts()
-    ssh = tar = None
+                 cancel: Callable[[], bool] | None = None, transport: str = "openssh") -> PassResult:
+    """Remote `tar -c` (pinned key; OpenSSH by default: bulk data) | splice | local `tar -x -v`, with progress."""
     diag = TarDiagnostics()
-    ssh_err: list[str] = []
     tar_err: list[str] = []
     members: list[str] = []
     counts = {"bytes": 0, "files": 0}
     start = time.monotonic()
+
+    def on_ssh_err(line: str) -> None:
+        kind = diag.feed(line)
+        if kind != "ignored":
+            emitter.log(f"[{stage}] {line}", "stderr")
+
+    def on_member(raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace")
+        members.append(line)
+        if not line.endswith("/"):
+            counts["files"] += 1
+
+    proc = RemoteProcess.start(source, remote_cmd, transport=transport, on_stderr_line=on_ssh_err,
+                               stderr_lines=TAR_STDERR_LINES)
+    tar = None
     try:
-        ssh = subprocess.Popen(source.openssh_argv(remote_cmd, kh), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.close_stdin()
         tar = subprocess.Popen(local_tar_argv(staging, xattrs=xattrs, acls=acls), stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LC_ALL": "C"})
-        assert ssh.stdout and ssh.stderr and tar.stdin and tar.stdout and tar.stderr
-
-        def on_ssh_err(line: str) -> None:
-            ssh_err.append(line)
-            kind = diag.feed(line)
-            if kind != "ignored":
-                emitter.log(f"[{stage}] {line}", "stderr")
-
-        def on_member(line: str) -> None:
-            members.append(line)
-            if not line.endswith("/"):
-                counts["files"] += 1
-
-        readers = [_LineReader(ssh.stderr, on_ssh_err), _LineReader(tar.stdout, on_member),
-                   _LineReader(tar.stderr, tar_err.append)]
+        assert tar.stdin and tar.stdout and tar.stderr
+        readers = [PipeLines(tar.stdout, on_member),
+                   PipeLines(tar.stderr, lambda raw: tar_err.append(raw.decode("utf-8", errors="replace")))]
         for r in readers:
             r.start()
         last = [0.0]
@@ -549,8 +541,10 @@ def run_tar_pass(source: Endpoint, remote_cmd: str, staging: Path, *, xattrs: bo
                 emitter.progress(counts["bytes"], total_bytes, "bytes", stage=stage, files=counts["files"],
                                  files_total=total_files)
 
+        stream_ended = False
         try:
-            _pump(ssh.stdout.fileno(), tar.stdin.fileno(), on_bytes, cancel)
+            _pump(proc, tar.stdin.fileno(), on_bytes, cancel)
+            stream_ended = True
         except BrokenPipeError:
             pass  # local tar died: its stderr says why (checked below)
         finally:
@@ -559,31 +553,31 @@ def run_tar_pass(source: Endpoint, remote_cmd: str, staging: Path, *, xattrs: bo
             except BrokenPipeError:
                 pass
         tar_rc = tar.wait()
-        if tar_rc != 0 and ssh.poll() is None:
-            ssh.kill()
-        ssh_rc = ssh.wait()
+        if tar_rc != 0 and not stream_ended:
+            proc.kill()  # still sending into a dead tar; once the stream ended, its exit code tells why
+        ssh_rc = proc.wait()
         for r in readers:
             r.join(timeout=10)
         emitter.progress(counts["bytes"], total_bytes, "bytes", stage=stage, files=counts["files"],
                          files_total=total_files)
     except BaseException:
-        _kill(*(p for p in (ssh, tar) if p is not None))
+        proc.close()
+        if tar is not None:
+            _kill_local(tar)
         raise
-    finally:
-        kh.unlink(missing_ok=True)
     seconds = time.monotonic() - start
-    if tar_rc != 0:
-        text = " | ".join(tar_err[-6:])
-        if "no space left on device" in text.lower():
-            free = shutil.disk_usage(staging).free
-            raise CloneCapacityError(f"{stage}: the staging dir {staging} ran full ({_human(free)} free): {text}")
-        if ssh_rc == 255:
-            raise StreamError(f"{stage}: ssh to {source} failed: {_stream_errors(ssh_err) or 'connection lost'}")
-        raise StreamError(f"{stage}: local tar -x failed (exit {tar_rc}): {text or _stream_errors(ssh_err)}")
-    if ssh_rc == 255:
-        raise StreamError(f"{stage}: ssh to {source} failed: {_stream_errors(ssh_err) or 'connection lost'}")
+    ssh_err = proc.stderr_tail
+    text = " | ".join(tar_err[-6:])
+    if tar_rc != 0 and "no space left on device" in text.lower():
+        free = shutil.disk_usage(staging).free
+        raise CloneCapacityError(f"{stage}: the staging dir {staging} ran full ({_human(free)} free): {text}")
     if ssh_rc == 127:
+        # the local tar then fails too (no archive came): the remote side is the cause
         raise TarMissingError(f"{stage}: tar missing on the host {source}: {_stream_errors(ssh_err)}")
+    if proc.lost:
+        raise StreamError(f"{stage}: ssh to {source} failed: {_stream_errors(ssh_err) or 'connection lost'}")
+    if tar_rc != 0:
+        raise StreamError(f"{stage}: local tar -x failed (exit {tar_rc}): {text or _stream_errors(ssh_err)}")
     if ssh_rc not in (0, 1, 2):
         raise StreamError(f"{stage}: remote tar exited {ssh_rc}: {_stream_errors(ssh_err)}")
     if ssh_rc == 2 and diag.other:
@@ -815,17 +809,39 @@ def _wants_links(sysd: Path, units: list[str]) -> list[Path]:
     return found
 
 
+def declared_service_lists(root: Path) -> list[tuple[str, Path]]:
+    """The plain service lists the host declares in ``SERVICE_LISTS`` (path as declared, file in the tree).
+
+    For inits that are neither systemd nor SysV rc (busybox init, runit wrappers, a vendor's
+    own supervisor): the host names the files its init starts services from, one service
+    per line, and the clone takes disabled services out of them. Declared paths resolve
+    inside the tree, never out of it."""
+    decl = root / SERVICE_LISTS.lstrip("/")
+    if not decl.is_file():
+        return []
+    found = []
+    for line in decl.read_text(errors="replace").splitlines():
+        path = line.strip()
+        if not path.startswith("/"):
+            continue  # comments, blank lines; a relative path has no meaning here
+        try:
+            target = resolve_in_root(root, path)
+        except ImageError:
+            continue  # a symlink loop: not a list any init could read either
+        if target.is_file():
+            found.append((path, target))
+    return found
+
+
 def disable_service(root: Path, svc: str) -> list[str]:
     """Disable ``svc`` for every init system present in the tree; returns what was done."""
     done: list[str] = []
-    # understudy test hosts (busybox init): rcS starts what services.enabled lists
-    enabled = root / "etc" / "understudy" / "services.enabled"
-    if enabled.is_file():
-        lines = enabled.read_text().splitlines()
-        kept = [l for l in lines if l.strip() != svc]
+    for declared, listed in declared_service_lists(root):
+        lines = listed.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if line.strip() != svc]
         if kept != lines:
-            enabled.write_text("".join(l + "\n" for l in kept))
-            done.append("removed from /etc/understudy/services.enabled")
+            listed.write_text("".join(line + "\n" for line in kept))
+            done.append(f"removed from {declared}")
     # systemd: drop the enablement links and mask the unit so nothing pulls it in
     sysd = root / "etc" / "systemd" / "system"
     if sysd.is_dir():
@@ -1033,10 +1049,11 @@ class _CloneRun:
         em.log(f"point in time: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(point_in_time))} UTC "
                f"(worker clock); production clock "
                f"{_utc(src_t0) if src_t0 else 'unknown'}", "info")
+        transport = pick_transport(o.transport, facts.bytes)
         first = run_tar_pass(self.source, remote_tar_command(o, facts, xattrs=xattrs, acls=acls), self.staging,
                              xattrs=xattrs, acls=acls, emitter=em, stage="stream",
                              total_bytes=facts.bytes + facts.files * 1024, total_files=facts.files,
-                             cancel=self.cancel)
+                             cancel=self.cancel, transport=transport)
         unreadable = sorted(set(first.diagnostics.unreadable))
         if unreadable and not o.allow_unreadable:
             shown = ", ".join(unreadable[:10]) + (f" (+{len(unreadable) - 10} more)" if len(unreadable) > 10 else "")
@@ -1053,7 +1070,7 @@ class _CloneRun:
         newer = (src_t0 if src_t0 is not None else point_in_time) - DELTA_CLOCK_MARGIN
         delta = run_tar_pass(self.source, remote_tar_command(o, facts, newer_than=newer, xattrs=xattrs, acls=acls),
                              self.staging, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
-                             total_files=None, cancel=self.cancel)
+                             total_files=None, cancel=self.cancel, transport=transport)
         gone = sorted(list_staging(self.staging) - list_source(session, o, facts))
         remove_vanished(self.staging, gone)
         unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
@@ -1277,4 +1294,5 @@ __all__ = [
     "CloneCapacityError", "StreamError", "UnreadableFilesError", "FixupError", "BootFilesMissing",
     "ImageBuildError", "DefineError", "BootError", "CloneCancelled",
     "TarDiagnostics", "parse_estimate", "remote_tar_command", "fixup_clone", "disable_service", "fix_fstab",
+    "declared_service_lists", "SERVICE_LISTS",
 ]

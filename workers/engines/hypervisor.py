@@ -41,7 +41,7 @@ ACCELS = ("kvm", "qemu")
 # unaddressed NIC would grab slot 2 that libvirt assigned to the disk. Pin it
 # far above the handful of slots libvirt uses for a clone.
 NIC_PCI_SLOT = "0x1e"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DOMAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Characters that would break qemu's comma-separated -netdev option syntax.
 _UNSAFE_ARG = re.compile(r"[,\s]")
 
@@ -288,7 +288,7 @@ class CloneDomainSpec:
     ssh_host: str = "127.0.0.1"
 
     def validate(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not DOMAIN_NAME_RE.match(self.name):
             raise SpecError(f"bad domain name {self.name!r}: use letters, digits, '_.-', max 64")
         if self.domain_type not in ACCELS:
             raise SpecError(f"domain_type must be one of {ACCELS}, not {self.domain_type!r}")

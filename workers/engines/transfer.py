@@ -14,8 +14,9 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 
+from .endpoint import CommandFailed, SSHError
 from .events import Emitter, NullEmitter
-from .ssh import CommandFailed, Session, SSHError
+from .ssh import Session
 
 CHUNK = 1 << 20
 
@@ -59,34 +60,31 @@ def copy_file(src: Session, src_path: str, dst: Session, dst_path: str, *, emitt
     emitter.phase("copy")
     emitter.log(f"copying {src.endpoint}:{src_path} ({total} bytes) -> {dst.endpoint}:{dst_path}", "info")
     start = time.monotonic()
-    reader = src.open_stream(["cat", "--", src_path])
-    writer = dst.open_stream(f"cat > {shlex.quote(part)}")
     digest = hashlib.sha256()
     done = 0
     last_report = 0.0
-    try:
-        while True:
-            data = reader.recv(CHUNK)
-            if not data:
-                break
-            digest.update(data)
-            writer.sendall(data)
-            done += len(data)
-            now = time.monotonic()
-            if now - last_report > 0.25:
-                emitter.progress(done, total, "bytes")
-                last_report = now
-        writer.shutdown_write()
-        src_code = reader.recv_exit_status()
-        dst_code = writer.recv_exit_status()
-        dst_err = writer.recv_stderr(65536).decode("utf-8", "replace").strip()
-        src_err = reader.recv_stderr(65536).decode("utf-8", "replace").strip()
-    except (OSError, EOFError) as exc:
-        _remove(dst, part)
-        raise TransferError(f"connection lost after {done} of {total} bytes: {exc}") from exc
-    finally:
-        reader.close()
-        writer.close()
+    with src.start(["cat", "--", src_path]) as reader, dst.start(f"cat > {shlex.quote(part)}") as writer:
+        try:
+            reader.close_stdin()
+            while True:
+                data = reader.read(CHUNK)
+                if not data:
+                    break
+                digest.update(data)
+                writer.write(data)
+                done += len(data)
+                now = time.monotonic()
+                if now - last_report > 0.25:
+                    emitter.progress(done, total, "bytes")
+                    last_report = now
+            writer.close_stdin()
+            src_code = reader.wait()
+            dst_code = writer.wait()
+        except (OSError, EOFError) as exc:
+            _remove(dst, part)
+            raise TransferError(f"connection lost after {done} of {total} bytes: {exc}") from exc
+    dst_err = "\n".join(writer.stderr_tail).strip()
+    src_err = "\n".join(reader.stderr_tail).strip()
     emitter.progress(done, total, "bytes")
     if src_code != 0:
         _remove(dst, part)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """understudy hashing agent: walk roots, emit one JSON line per entry.
 
-Sent over SSH and run as ``python3 - ARGS`` with this file on stdin, so it must
-stay a single stdlib-only file that works on a bare host ``python3`` (3.6+).
+Sent over SSH on stdin and started by the agent bootstrap (``agent/__init__.py``;
+``python3 - ARGS`` with this file on stdin works too), so it must stay a single
+stdlib-only file that works on a bare host ``python3`` (3.6+).
 Optional speed-ups are tried and fall back silently:
 
 * ``xxhash`` module (xxh3_128), else ``libxxhash.so.0`` through ctypes (present
@@ -12,7 +13,7 @@ Optional speed-ups are tried and fall back silently:
 Why not pipe to ``xxhsum``/``b3sum``: the sync-back step needs *per-chunk*
 digests, and those binaries only hash whole files (one process per chunk costs
 ~1 ms, i.e. ~1 s per GiB at 1 MiB chunks — slower than hashlib). The binaries
-are used only by the shell fallback (whole-file mode) in manifest.py.
+are used only by the shell fallback (whole-file mode) in manifest/shell.py.
 
 Output (stdout), JSON lines:
   header  {"agent": "understudy-hashagent", "v": 1, "algo", "mode", "chunk", "roots": [...],
@@ -33,8 +34,8 @@ what ``sha256sum``/``b3sum``/``xxhsum -H2`` print.
 
 Progress (stderr): ``P <bytes done> <bytes total> <files done> <files total>``.
 
-``--negotiate`` (run via the bootstrap in manifest.py, which reads exactly the
-script's length from stdin so stdin stays open): print the probe line first, then
+``--negotiate`` (run via the agent bootstrap, which reads exactly the payload's
+length from stdin so stdin stays open): print the probe line first, then
 read ``{"algo": ..., "mode": ...}`` (or ``{"abort": reason}``) from stdin and go on.
 """
 import base64

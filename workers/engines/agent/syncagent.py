@@ -2,7 +2,7 @@
 """understudy sync agent: the only code that writes to production. Stdlib only.
 
 Shipped over SSH together with ``hashagent.py`` (same digests as the manifests)
-by the bootstrap in ``workers/engines/sync.py``; nothing is left on the host
+by the agent bootstrap (``agent/__init__.py``); nothing is left on the host
 except the per-run backup directory and its journal.
 
 Modes (``argv[1]``), each reading one JSON line (the plan) from stdin first:

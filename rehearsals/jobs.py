@@ -1,0 +1,194 @@
+"""Worker bodies: what the thin Celery tasks in ``workers.tasks`` run on a hypervisor host.
+
+A step kind gets a ``StepContext`` (params, the Emitter that feeds the event
+path, endpoints for production and the clone) and returns a result dict or
+raises ``StepFailed``. Any other exception is a bug in understudy: the step
+fails with the exception's text and the traceback goes to the worker log.
+Clone cleanup and the hypervisor scan run here too, because they need the
+hypervisor's libvirt and disks; each records its outcome on the timeline.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import close_old_connections
+from django.utils import timezone
+
+from inventory.models import Hypervisor
+from runbooks.kinds import StepFailed, registry
+from runbooks.models import StepSpec
+from workers.engines.clone import CloneError
+from workers.engines.clone import destroy_clone as destroy_clone_files
+from workers.engines.hypervisor import Hypervisor as LibvirtHost
+from workers.engines.ssh import Endpoint, Session
+
+from . import lifecycle
+from .audit import record
+from .events import StepEventSink, publish_status
+from .models import Clone, Rehearsal, StepRun
+
+log = logging.getLogger(__name__)
+
+
+class CloneCleanupError(Exception):
+    pass
+
+
+@dataclass
+class StepContext:
+    step_run: StepRun
+    emitter: StepEventSink
+
+    @property
+    def rehearsal(self) -> Rehearsal:
+        return self.step_run.rehearsal
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.step_run.step
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec.params
+
+    def production_endpoint(self) -> Endpoint:
+        return self.rehearsal.incident.production_host.endpoint()
+
+    def clone_endpoint(self) -> Endpoint:
+        clone = Clone.objects.filter(rehearsal=self.rehearsal).first()
+        if clone is None or clone.status != Clone.Status.RUNNING:
+            raise StepFailed("this rehearsal has no running clone"
+                             + ("" if clone is None else f" (the clone is {clone.get_status_display().lower()})")
+                             + ": run the clone step first")
+        return clone.endpoint()
+
+    def endpoint(self, target: str | None = None) -> Endpoint:
+        target = target or self.spec.target
+        return self.clone_endpoint() if target == StepSpec.Target.CLONE else self.production_endpoint()
+
+    def connect(self, endpoint: Endpoint) -> Session:
+        return Session.connect(endpoint)
+
+    @property
+    def approved_plan(self) -> dict[str, Any] | None:
+        return lifecycle.approved_plan(self.step_run)
+
+    def is_cancelled(self) -> bool:
+        return StepRun.objects.filter(pk=self.step_run.pk, status=StepRun.Status.CANCELLED).exists()
+
+
+def _actor(actor_id: int | None):
+    return get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+
+
+def execute_step_run(step_run_id: int, phase: str = "run") -> str:
+    """``phase``: "run" executes the step; "preview" computes the plan an approver will see."""
+    close_old_connections()
+    run = StepRun.objects.select_related("rehearsal__incident__production_host", "rehearsal__hypervisor",
+                                         "step").get(pk=step_run_id)
+    ready = lifecycle.mark_preparing(run) if phase == "preview" else lifecycle.mark_running(run)
+    if not ready:
+        log.info("step run %s is %s; not running its %s", run.pk, run.status, phase)
+        return "not-run"
+    kind = registry.get(run.step.kind)
+    sink = StepEventSink(run)
+    ok, result, error = False, {}, ""
+    try:
+        ctx = StepContext(run, sink)
+        result = (kind.preview(ctx) if phase == "preview" else kind.run(ctx)) or {}
+        ok = True
+    except StepFailed as exc:
+        error, result = str(exc), exc.result
+        sink.log(f"step failed: {error}", "info")
+    except Exception as exc:  # a bug: fail the step visibly rather than leave it "running"
+        log.exception("step run %s crashed", run.pk)
+        error = f"internal error in {run.step.kind} step: {type(exc).__name__}: {exc}"
+        sink.log(error, "stderr")
+    finally:
+        sink.close()
+    if ok and phase == "preview":
+        lifecycle.request_approval(run, result)
+        return "awaiting-approval"
+    lifecycle.mark_finished(run, ok=ok, result=result, error=error)
+    return "succeeded" if ok else "failed"
+
+
+def execute_step_job(step_run_id: int, job: str, actor_id: int | None, data: dict) -> dict:
+    """A step kind's extra worker job (queued by one of its actions), e.g. a sync-back's rollback.
+    The job records its own outcome; watchers are told the step run changed."""
+    close_old_connections()
+    run = StepRun.objects.select_related("rehearsal__incident__production_host", "rehearsal__hypervisor",
+                                         "step").get(pk=step_run_id)
+    kind = registry.get(run.step.kind)
+    body = kind.jobs.get(job)
+    if body is None:
+        raise ValueError(f"step kind {run.step.kind!r} has no job {job!r}")
+    try:
+        return body(run, _actor(actor_id), data)
+    finally:
+        publish_status(StepRun.objects.select_related("rehearsal").get(pk=run.pk))
+
+
+# ---------------------------------------------------------------- clones and hypervisors
+
+def destroy_clone(clone_id: int, actor_id: int | None) -> dict:
+    """Destroy + undefine the domain and delete its directory (disk, kernel copies, staging),
+    then audit what was removed (or why not)."""
+    clone = Clone.objects.select_related("rehearsal__incident", "hypervisor").filter(pk=clone_id).first()
+    if clone is None:  # its rehearsal was deleted meanwhile: nothing of ours left to record on
+        log.warning("clone %s no longer exists; nothing to destroy", clone_id)
+        return {"removed": []}
+    actor = _actor(actor_id)
+    try:
+        removed = destroy_clone_files(clone.hypervisor.libvirt_uri, clone.domain_name,
+                                      storage_dir=clone.hypervisor.storage_dir)
+    except CloneError as exc:
+        message = f"could not destroy {clone}: {exc}"
+        record(clone.rehearsal.incident, actor, "clone.destroy_failed", message, rehearsal=clone.rehearsal)
+        raise CloneCleanupError(message) from exc
+    clone.status = Clone.Status.DESTROYED
+    clone.destroyed_at = timezone.now()
+    clone.save(update_fields=["status", "destroyed_at"])
+    record(clone.rehearsal.incident, actor, "clone.destroyed",
+           f"Destroyed the clone: {', '.join(removed) or 'nothing was left'}", rehearsal=clone.rehearsal)
+    return {"removed": removed}
+
+
+def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dict]:
+    """Record every understudy domain libvirt knows on this hypervisor, marking the ones
+    no live Clone row accounts for (leftovers someone must clean up)."""
+    hypervisor = Hypervisor.objects.get(pk=hypervisor_id)
+    live = set(Clone.objects.filter(hypervisor=hypervisor).exclude(status=Clone.Status.DESTROYED)
+               .values_list("domain_name", flat=True))
+    with LibvirtHost(hypervisor.libvirt_uri) as hv:
+        domains = [{"name": d.name, "state": d.state, "rehearsal": d.rehearsal_id,
+                    "disk": str(d.disk_path) if d.disk_path else None, "leftover": d.name not in live}
+                   for d in hv.list_clones()]
+    hypervisor.last_scan = {"domains": domains}
+    hypervisor.scanned_at = timezone.now()
+    hypervisor.save(update_fields=["last_scan", "scanned_at"])
+    leftovers = [d["name"] for d in domains if d["leftover"]]
+    record(None, _actor(actor_id), "hypervisor.scanned",
+           f"{hypervisor}: {len(domains)} clone domain(s), {len(leftovers)} leftover"
+           + (f": {', '.join(leftovers[:20])}" if leftovers else ""))
+    return domains
+
+
+def destroy_leftover(hypervisor_id: int, domain_name: str, actor_id: int | None = None) -> bool:
+    hypervisor = Hypervisor.objects.get(pk=hypervisor_id)
+    actor = _actor(actor_id)
+    if Clone.objects.filter(hypervisor=hypervisor, domain_name=domain_name).exclude(
+            status=Clone.Status.DESTROYED).exists():
+        raise CloneCleanupError(f"{domain_name} belongs to a live rehearsal; destroy it from its rehearsal")
+    try:
+        removed = destroy_clone_files(hypervisor.libvirt_uri, domain_name, storage_dir=hypervisor.storage_dir)
+    except CloneError as exc:
+        record(None, actor, "hypervisor.leftover_destroy_failed", f"{domain_name} on {hypervisor}: {exc}")
+        raise CloneCleanupError(str(exc)) from exc
+    record(None, actor, "hypervisor.leftover_destroyed",
+           f"Destroyed leftover {domain_name} on {hypervisor}: {', '.join(removed) or 'nothing was left'}")
+    scan_hypervisor(hypervisor.pk, actor_id)
+    return bool(removed)

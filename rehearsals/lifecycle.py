@@ -1,0 +1,161 @@
+"""The rehearsal's lifecycle primitives and the worker side of a step run.
+
+Operator actions (``transitions``), the kinds' extra actions and the worker
+bodies (``jobs``) all change a step run through these functions, under the row
+lock of the run (or its rehearsal), and announce the change to watchers once the
+transaction commits.
+
+StepRun lifecycle::
+
+    (advance/retry) -> preparing -(preview ready)-> awaiting_approval -(approve)-> queued
+                    -> awaiting_approval -(approve)-> queued | awaiting_confirmation
+                    -> awaiting_confirmation -(confirm)-> succeeded        (interactive kinds)
+                    -> queued -(worker)-> running -(worker)-> succeeded | failed
+    failed/awaiting_* -(skip)-> skipped;  failed -(retry)-> new attempt;  any active -(cancel)-> cancelled
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import dispatch, incident_lifecycle
+from .audit import record
+from .events import publish_status
+from .models import Approval, Clone, Rehearsal, StepRun, StepSpec
+
+S = StepRun.Status
+
+
+def lock_rehearsal(rehearsal: Rehearsal) -> Rehearsal:
+    return Rehearsal.objects.select_for_update().get(pk=rehearsal.pk)
+
+
+def lock_run(step_run: StepRun) -> StepRun:
+    return StepRun.objects.select_for_update().select_related("rehearsal", "step").get(pk=step_run.pk)
+
+
+def announce(step_run: StepRun) -> None:
+    transaction.on_commit(lambda: publish_status(StepRun.objects.select_related("rehearsal").get(pk=step_run.pk)))
+
+
+def next_step(rehearsal: Rehearsal) -> StepSpec | None:
+    latest = rehearsal.latest_runs()
+    for spec in rehearsal.runbook.steps.order_by("position"):
+        run = latest.get(spec.pk)
+        if run is None or run.status not in StepRun.DONE:
+            return spec
+    return None
+
+
+def active_run(rehearsal: Rehearsal) -> StepRun | None:
+    return rehearsal.step_runs.filter(status__in=StepRun.ACTIVE).first()
+
+
+def queue_clone_destroy(rehearsal: Rehearsal, actor) -> bool:
+    clone = Clone.objects.filter(rehearsal=rehearsal).exclude(status=Clone.Status.DESTROYED).first()
+    if clone is None:
+        return False
+    dispatch.send_clone_destroy(clone, actor)
+    return True
+
+
+def close_clone(rehearsal: Rehearsal, actor) -> None:
+    """On rehearsal close the clone goes too, unless the rehearsal keeps it."""
+    if rehearsal.keep_clone:
+        return
+    if queue_clone_destroy(rehearsal, actor):
+        record(rehearsal.incident, actor, "clone.destroy_requested",
+               "Destroying the clone automatically: the rehearsal closed (keep_clone is off)", rehearsal=rehearsal)
+
+
+def finish_if_done(rehearsal: Rehearsal) -> None:
+    rehearsal.refresh_from_db()
+    if rehearsal.status == Rehearsal.Status.RUNNING and next_step(rehearsal) is None:
+        rehearsal.status = Rehearsal.Status.SUCCEEDED
+        rehearsal.finished_at = timezone.now()
+        rehearsal.save(update_fields=["status", "finished_at"])
+        record(rehearsal.incident, None, "rehearsal.succeeded",
+               f"Rehearsal #{rehearsal.pk} completed every step", rehearsal=rehearsal)
+        incident_lifecycle.run_ended(rehearsal)
+        close_clone(rehearsal, None)
+
+
+def step_succeeded(run: StepRun) -> None:
+    """What a success means beyond the step: the incident's milestone, the run's end."""
+    incident_lifecycle.step_succeeded(run)
+    finish_if_done(run.rehearsal)
+
+
+# ---------------------------------------------------------------- worker side
+
+@transaction.atomic
+def mark_preparing(step_run: StepRun) -> bool:
+    run = lock_run(step_run)
+    return run.status == S.PREPARING
+
+
+@transaction.atomic
+def request_approval(step_run: StepRun, plan: dict[str, Any]) -> StepRun | None:
+    """The preview is ready: ask for a second person's approval of exactly this plan."""
+    run = lock_run(step_run)
+    if run.status != S.PREPARING:
+        return None  # cancelled meanwhile
+    run.status = S.AWAITING_APPROVAL
+    run.result = {"preview": plan}
+    run.save(update_fields=["status", "result"])
+    Approval.objects.create(step_run=run, requested_by=run.requested_by, plan=plan)
+    record(run.rehearsal.incident, run.requested_by, "approval.requested",
+           f"Step {run.step.position} ({run.step.title}) needs a second person's approval of its preview",
+           rehearsal=run.rehearsal, step_run=run)
+    announce(run)
+    return run
+
+
+def approved_plan(step_run: StepRun) -> dict[str, Any] | None:
+    approval = step_run.approvals.filter(decision=Approval.Decision.APPROVED).order_by("-decided_at").first()
+    return approval.plan if approval else None
+
+
+@transaction.atomic
+def mark_running(step_run: StepRun) -> bool:
+    """Worker picked the task up. False if the run was cancelled meanwhile (do nothing)."""
+    run = lock_run(step_run)
+    if run.status != S.QUEUED:
+        return False
+    run.status = S.RUNNING
+    run.started_at = timezone.now()
+    run.save(update_fields=["status", "started_at"])
+    record(run.rehearsal.incident, None, "step.started",
+           f"Step {run.step.position} ({run.step.title}) started, attempt {run.attempt}",
+           rehearsal=run.rehearsal, step_run=run)
+    announce(run)
+    return True
+
+
+@transaction.atomic
+def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "") -> StepRun:
+    run = lock_run(step_run)
+    if run.status not in {S.RUNNING, S.PREPARING}:
+        # Cancelled while running: keep the cancellation, but keep the evidence too.
+        run.result = result
+        run.save(update_fields=["result"])
+        return run
+    run.status = S.SUCCEEDED if ok else S.FAILED
+    run.finished_at = timezone.now()
+    run.result = result
+    run.error = error
+    run.save(update_fields=["status", "finished_at", "result", "error"])
+    took = (run.finished_at - run.started_at).total_seconds() if run.started_at else 0
+    if ok:
+        record(run.rehearsal.incident, None, "step.succeeded",
+               f"Step {run.step.position} ({run.step.title}) succeeded in {took:.1f}s "
+               f"(estimated {run.step.estimated_seconds}s)", rehearsal=run.rehearsal, step_run=run)
+        step_succeeded(run)
+    else:
+        record(run.rehearsal.incident, None, "step.failed",
+               f"Step {run.step.position} ({run.step.title}) failed after {took:.1f}s: {error}",
+               rehearsal=run.rehearsal, step_run=run)
+    announce(run)
+    return run

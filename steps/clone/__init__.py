@@ -1,0 +1,110 @@
+"""``clone``: live P2V of the production host into a VM on the rehearsal's hypervisor.
+
+The engine (workers/engines/clone.py) streams production's root filesystem over
+SSH, fixes the copy up (new hostname and host keys, the worker's key authorized,
+services that must not run in a clone disabled), builds a disk, boots it on a
+network with no route to production and waits until it answers SSH with its new
+key. This module records the result as the rehearsal's ``Clone`` so later steps
+with target=clone reach it — pinned to the key generated in the fix-up.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from pathlib import Path
+
+from django.conf import settings
+
+from rehearsals.models import Clone
+from runbooks.kinds import StepFailed, StepKind, registry
+from runbooks.params import AbsPath, Int, List, Str
+from workers.engines.clone import CloneError, CloneOptions, clone_host
+from workers.engines.hypervisor import HypervisorError
+from workers.engines.ssh import SSHError
+
+
+def worker_keypair() -> tuple[Path, str]:
+    """The key workers use to log into clones; created on first use."""
+    key = Path(settings.UNDERSTUDY_WORKER_KEY)
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "understudy-worker", "-f", str(key)],
+                       check=True, capture_output=True)
+    pub = key.with_name(key.name + ".pub").read_text().split()
+    return key, f"{pub[0]} {pub[1]}"
+
+
+def domain_name(rehearsal, hostname: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", hostname)[:40]
+    return f"us-r{rehearsal.pk}-{safe}"
+
+
+@registry.register
+class CloneStep(StepKind):
+    name = "clone"
+    label = "Live P2V clone to a VM"
+    targets = frozenset({"production"})
+    params = {
+        "pre_command": Str(help="Run on production before copying (flush/checkpoint)."),
+        "post_command": Str(help="Run on production after copying."),
+        "exclude": List(of=AbsPath(), default=list, help="Paths left out besides /proc /sys /dev /run /tmp."),
+        "disable_services": List(of=Str(), default=list, help="Services that must not run in the clone."),
+        "hostname": Str(help="Clone's hostname (default: <production>-clone-<rehearsal>)."),
+        "memory_mib": Int(default=1024, min=128),
+        "vcpus": Int(default=1, min=1, max=64),
+        "headroom_percent": Int(default=30, min=5, max=500),
+        "boot_timeout": Int(default=300, min=10),
+    }
+
+    def summary(self, params):
+        parts = ["copy / over SSH into a VM"]
+        if params.get("exclude"):
+            parts.append("excluding " + ", ".join(params["exclude"]))
+        if params.get("disable_services"):
+            parts.append("disable in the clone: " + ", ".join(params["disable_services"]))
+        return "; ".join(parts)
+
+    def run(self, ctx):
+        p = ctx.params
+        rehearsal = ctx.rehearsal
+        existing = Clone.objects.filter(rehearsal=rehearsal).exclude(status=Clone.Status.DESTROYED).first()
+        if existing is not None:
+            raise StepFailed(f"this rehearsal already has a clone ({existing}, {existing.get_status_display()}); "
+                             f"destroy it first")
+        Clone.objects.filter(rehearsal=rehearsal).delete()  # a destroyed one: keep only the new record
+        host = rehearsal.incident.production_host
+        hostname = p.get("hostname") or f"{host.name}-clone-{rehearsal.pk}"
+        key_path, pub = worker_keypair()
+        hv = rehearsal.hypervisor
+        clone = Clone.objects.create(rehearsal=rehearsal, hypervisor=hv, status=Clone.Status.BUILDING,
+                                     domain_name=domain_name(rehearsal, hostname), key_path=str(key_path))
+        options = CloneOptions(
+            name=clone.domain_name, hostname=hostname, rehearsal_id=str(rehearsal.pk),
+            pre_command=p.get("pre_command"), post_command=p.get("post_command"), exclude=p["exclude"],
+            disable_services=p["disable_services"], memory_mib=p["memory_mib"], vcpus=p["vcpus"],
+            headroom_percent=p["headroom_percent"], boot_timeout=p["boot_timeout"],
+            domain_type=hv.domain_type or None, worker_public_key=pub, worker_key_path=str(key_path))
+        try:
+            result = clone_host(ctx.production_endpoint(), hypervisor_uri=hv.libvirt_uri,
+                                storage_dir=hv.storage_dir, options=options, emitter=ctx.emitter,
+                                cancel=ctx.is_cancelled)
+        except (CloneError, HypervisorError, SSHError, OSError) as exc:
+            clone.status = Clone.Status.FAILED
+            clone.save(update_fields=["status"])
+            raise StepFailed(f"clone failed: {exc}") from exc
+        clone.status = Clone.Status.RUNNING if result.booted else Clone.Status.FAILED
+        clone.disk_path = result.disk_path
+        clone.staging_dir = result.staging_dir
+        clone.address, clone.port, clone.user = result.ssh_host, result.ssh_port, result.user
+        clone.host_key = result.host_key
+        clone.point_in_time = dt.datetime.fromtimestamp(result.point_in_time, tz=dt.timezone.utc)
+        clone.consistency = result.consistency
+        clone.save()
+        out = result.to_dict()
+        if not result.booted:
+            raise StepFailed(f"the clone was built but not booted: {hv.libvirt_uri} cannot run VMs "
+                             f"(libvirt's test driver); use a real hypervisor to rehearse", out)
+        ctx.emitter.log(f"clone {clone.domain_name} is up: ssh {clone.user}@{clone.address}:{clone.port}, "
+                        f"host key pinned", "info")
+        return out

@@ -1,0 +1,40 @@
+"""``command``: run a shell command on production or on the clone over SSH.
+
+Covers disabling/enabling the broken service and the vendor's procedure. Output
+streams line by line; the step fails on timeout or an unexpected exit code.
+"""
+from __future__ import annotations
+
+from runbooks.kinds import StepFailed, StepKind, registry
+from runbooks.params import Int, Str
+from workers.engines.ssh import CommandFailed, CommandTimeout, SSHError
+
+
+@registry.register
+class CommandStep(StepKind):
+    name = "command"
+    label = "Run a command"
+    params = {
+        "command": Str(required=True, help="Shell command, run by the target's login shell."),
+        "timeout": Int(default=600, min=1, max=7 * 24 * 3600, help="Seconds before the command is abandoned."),
+        "expect_exit": Int(default=0, min=0, max=255, help="Exit code that means success."),
+    }
+
+    def summary(self, params):
+        return params.get("command", "")
+
+    def run(self, ctx):
+        p = ctx.params
+        endpoint = ctx.endpoint()
+        ctx.emitter.log(f"$ {p['command']}   # on {endpoint}", "info")
+        try:
+            with ctx.connect(endpoint) as session:
+                result = session.run(p["command"], emitter=ctx.emitter, timeout=p["timeout"],
+                                     expect_exit=p["expect_exit"])
+        except CommandFailed as exc:
+            raise StepFailed(str(exc), exc.result.as_dict()) from exc
+        except CommandTimeout as exc:
+            raise StepFailed(str(exc), {"command": p["command"], "timed_out": True}) from exc
+        except SSHError as exc:
+            raise StepFailed(str(exc)) from exc
+        return result.as_dict()

@@ -1,0 +1,64 @@
+"""``live_sync``: catch the synced data up to the latest production state, live.
+
+Two modes, both stop when converged or at the time limit, reporting lag as
+progress so the UI shows it shrinking: ``files`` (repeated delta passes between
+production and the clone) and ``vendor`` (the database's own catch-up command,
+its output parsed for lag).
+"""
+from __future__ import annotations
+
+from runbooks.kinds import StepFailed, StepKind, registry
+from runbooks.params import AbsPath, Int, List, Regex, Str
+from workers.engines.ssh import SSHError
+from workers.engines.sync import SyncError, live_sync_files, live_sync_vendor
+
+
+@registry.register
+class LiveSyncStep(StepKind):
+    name = "live_sync"
+    label = "Live catch-up sync"
+    targets = frozenset({"clone", "production"})
+    params = {
+        "mode": Str(default="files", choices=("files", "vendor")),
+        "paths": List(of=AbsPath(), default=list, help="mode=files: the same absolute paths on both hosts."),
+        "direction": Str(default="production_to_clone", choices=("production_to_clone", "clone_to_production")),
+        "command": Str(help="mode=vendor: catch-up command, run on the step's target."),
+        "lag_pattern": Regex(default=r"lag\w*=(?P<lag>\d+)", help="Regex with a 'lag' group, read from the output."),
+        "converged_at": Int(default=0, min=0, help="Lag at or below which the sync has converged."),
+        "time_limit": Int(default=3600, min=1),
+    }
+
+    def validate(self, params, target):
+        if params.get("mode") == "vendor":
+            if not params.get("command"):
+                return ["command: required when mode is vendor"]
+            if "(?P<lag>" not in (params.get("lag_pattern") or ""):
+                return ["lag_pattern: needs a named group (?P<lag>...)"]
+        if params.get("mode") == "files" and not params.get("paths"):
+            return ["paths: required when mode is files"]
+        return []
+
+    def summary(self, params):
+        if params.get("mode") == "vendor":
+            return f"{params.get('command')}  (until lag <= {params.get('converged_at')})"
+        return f"{params.get('direction')}: {', '.join(params.get('paths', []))}"
+
+    def run(self, ctx):
+        p = ctx.params
+        try:
+            if p["mode"] == "vendor":
+                report = live_sync_vendor(ctx.endpoint(), p["command"], p["lag_pattern"],
+                                          converged_at=p["converged_at"], time_limit=p["time_limit"],
+                                          emitter=ctx.emitter)
+            else:
+                src, dst = ctx.production_endpoint(), ctx.clone_endpoint()
+                if p["direction"] == "clone_to_production":
+                    src, dst = dst, src
+                report = live_sync_files(src, dst, p["paths"], time_limit=p["time_limit"], emitter=ctx.emitter,
+                                         run_id=f"live-r{ctx.rehearsal.pk}-s{ctx.spec.pk}")
+        except (SyncError, SSHError, ValueError) as exc:
+            raise StepFailed(f"live sync failed: {exc}") from exc
+        out = report.to_dict()
+        if not report.ok:
+            raise StepFailed(f"live sync did not converge: {report.error or 'time limit reached'}", out)
+        return out

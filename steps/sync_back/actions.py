@@ -1,0 +1,71 @@
+"""The sync-back's extra action and its worker job: roll production back from the backup."""
+from __future__ import annotations
+
+from django.db import transaction
+
+from accounts.roles import require_operator
+from rehearsals import dispatch
+from rehearsals.audit import record
+from rehearsals.errors import TransitionError
+from rehearsals.events import StepEventSink
+from rehearsals.lifecycle import lock_run
+from rehearsals.models import StepRun
+from workers.engines.sync import SyncError, rollback
+
+S = StepRun.Status
+
+
+def run_id_for(step_run) -> str:
+    """Stable across retries of the step: a retry resumes the same backup dir and journal."""
+    return f"r{step_run.rehearsal_id}-s{step_run.step_id}"
+
+
+@transaction.atomic
+def request_rollback(step_run: StepRun, user, *, note: str) -> None:
+    """Put back every production file a sync-back replaced, from its backup directory."""
+    require_operator(user)
+    run = lock_run(step_run)
+    if run.status in {S.QUEUED, S.RUNNING}:
+        raise TransitionError("the sync-back is still running; cancel it first")
+    if not run.sync_journal.exists():
+        raise TransitionError("this sync-back never wrote anything to production: there is nothing to roll back")
+    if not note.strip():
+        raise TransitionError("a rollback needs a note saying why (it goes into the report)")
+    record(run.rehearsal.incident, user, "sync.rollback_requested", f"Rollback of the sync-back requested: {note}",
+           rehearsal=run.rehearsal, step_run=run)
+    dispatch.send_step_job(run, "rollback", user)
+
+
+def rollback_action(step_run: StepRun, user, data: dict) -> str:
+    request_rollback(step_run, user, note=str(data.get("note") or "").strip())
+    return "Rolling back the sync-back from its backup"
+
+
+def rollback_job(run: StepRun, actor, data: dict) -> dict:
+    """Worker side: run the engine's rollback, record the outcome on the run and the timeline."""
+    sink = StepEventSink(run)
+    refused = ""
+    try:
+        sink.phase("rollback")
+        report = rollback(run_id_for(run), run.rehearsal.incident.production_host.endpoint(),
+                          backup_dir=run.step.params["backup_dir"], emitter=sink)
+    except SyncError as exc:
+        # Refused files (changed since the sync: restoring them would lose newer data) or a
+        # lost connection: record what happened, per file, for the people deciding next.
+        report, refused = exc.report, str(exc)
+        sink.log(f"rollback: {exc}", "stderr")
+    finally:
+        sink.close()
+    out = {"error": refused} if refused else {}
+    if report is not None and hasattr(report, "restored"):
+        out.update({"restored": report.restored, "unchanged": report.unchanged, "failed": report.failed,
+                    "seconds": round(report.seconds, 3), "files": [f.__dict__ for f in report.files]})
+    StepRun.objects.filter(pk=run.pk).update(result={**run.result, "rollback": out})
+    if refused:
+        record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback incomplete: {refused}",
+               rehearsal=run.rehearsal, step_run=run)
+    else:
+        record(run.rehearsal.incident, actor, "sync.rolled_back",
+               f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already "
+               f"original", rehearsal=run.rehearsal, step_run=run)
+    return out

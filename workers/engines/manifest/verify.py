@@ -1,0 +1,171 @@
+"""Which changed files are corrupted on production, and which are merely newer there.
+
+The database's own verify tool runs on both sides for every changed regular
+file (exit 0 = healthy); each file gets one of ``vocabulary.CLASSES``. Also the
+whole diff step in one call (``diff_hosts``: hash both sides, diff, classify).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..endpoint import CommandResult, Endpoint, SSHError, command_string
+from ..events import Emitter, NullEmitter
+from ..ssh import Session
+from ..vocabulary import CLASSES, VERDICT_LABELS
+from .diff import DiffEntry, DiffResult, diff_manifests
+from .hashing import build_pair
+from .model import DEFAULT_CHUNK, Manifest
+
+__all__ = ["CLASSES", "VERDICT_LABELS", "CorruptedOnBoth", "Classified", "Classification", "verify_argv", "classify",
+           "diff_hosts"]
+
+
+class CorruptedOnBoth(Exception):
+    """A changed file fails verification on the clone too: the restore did not fix it."""
+
+    def __init__(self, message: str, classification: "Classification") -> None:
+        super().__init__(message)
+        self.classification = classification
+
+
+@dataclass
+class Classified:
+    entry: DiffEntry
+    cls: str
+    clone: dict | None = None      # evidence: the verify tool's CommandResult on the clone
+    production: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"entry": self.entry.to_dict(), "class": self.cls, "clone": self.clone, "production": self.production}
+
+
+@dataclass
+class Classification:
+    files: list[Classified]
+
+    def of(self, cls: str) -> list[Classified]:
+        return [f for f in self.files if f.cls == cls]
+
+    @property
+    def sync_back_selection(self) -> list[DiffEntry]:
+        """Default selection for sync-back: corrupted on production, healthy on the clone."""
+        return [f.entry for f in self.of("corrupted_on_production")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.of("corrupted_on_both") and not self.of("verify_error")
+
+    def to_dict(self) -> dict:
+        return {"files": [f.to_dict() for f in self.files],
+                "counts": {c: len(self.of(c)) for c in CLASSES}}
+
+
+def verify_argv(template: str, path: bytes) -> list[str]:
+    """Split the template like a shell would, then put the path into each ``{path}``.
+
+    The path never passes through a shell unquoted: the argv is re-joined with
+    shlex quoting (``command_string``) before it is sent.
+    """
+    argv = shlex.split(template)
+    if not argv:
+        raise ValueError("verify template is empty")
+    if not any("{path}" in a for a in argv):
+        raise ValueError("verify template must contain {path}")
+    text = path.decode("utf-8", "surrogateescape")
+    return [a.replace("{path}", text) for a in argv]
+
+
+def _verify_one(session: Session | None, argv: list[str], timeout: float) -> dict:
+    try:
+        command_string(argv).encode("utf-8")
+    except UnicodeEncodeError:
+        return {"command": None, "exit_code": None,
+                "error": "path is not valid UTF-8: an SSH command line cannot carry it"}
+    try:
+        if session is None:
+            start = time.monotonic()
+            p = subprocess.run(argv, capture_output=True, timeout=timeout)
+            return CommandResult(command_string(argv), p.returncode, time.monotonic() - start,
+                                 p.stdout.decode("utf-8", "replace").splitlines()[-50:],
+                                 p.stderr.decode("utf-8", "replace").splitlines()[-50:]).as_dict()
+        return session.run(argv, timeout=timeout, tail_lines=50).as_dict()
+    except (SSHError, OSError, subprocess.TimeoutExpired) as exc:
+        return {"command": command_string(argv), "exit_code": None, "error": str(exc)}
+
+
+def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endpoint | None,
+             prod_endpoint: Endpoint | None, emitter: Emitter | None = None, *, timeout: float = 600,
+             strict: bool = True) -> Classification:
+    """Run the verify tool on both sides for every changed regular file (exit 0 = healthy).
+
+    ``strict``: raise ``CorruptedOnBoth`` if any file fails on the clone too — the
+    restore did not repair it and syncing it back would copy corruption.
+    """
+    emitter = emitter or NullEmitter()
+    targets = [e for e in diff.changed if e.type_clone == "f" and e.type_prod == "f"]
+    if not verify_template:
+        return Classification([Classified(e, "changed_unverified") for e in targets])
+    for e in targets:
+        verify_argv(verify_template, e.prod_path)  # validate the template before connecting
+    emitter.phase("verify")
+    files: list[Classified] = []
+    sc = Session.connect(clone_endpoint) if clone_endpoint is not None else None
+    try:
+        sp = Session.connect(prod_endpoint) if prod_endpoint is not None else None
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for i, e in enumerate(targets):
+                    fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout)
+                    fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout)
+                    rc, rp = fc.result(), fp.result()
+                    if rc.get("exit_code") is None or rp.get("exit_code") is None:
+                        cls = "verify_error"
+                    else:
+                        ok_c, ok_p = rc["exit_code"] == 0, rp["exit_code"] == 0
+                        cls = {(True, False): "corrupted_on_production", (True, True): "newer_on_production",
+                               (False, False): "corrupted_on_both",
+                               (False, True): "corrupted_on_clone_only"}[(ok_c, ok_p)]
+                    files.append(Classified(e, cls, rc, rp))
+                    emitter.log(f"{e.display}: {cls}", "stderr" if cls in ("corrupted_on_both", "verify_error")
+                                else "info")
+                    emitter.progress(i + 1, len(targets), "files")
+        finally:
+            if sp is not None:
+                sp.close()
+    finally:
+        if sc is not None:
+            sc.close()
+    result = Classification(files)
+    emitter.data("classification", {c: len(result.of(c)) for c in CLASSES})
+    bad = result.of("corrupted_on_both")
+    if bad and strict:
+        names = ", ".join(f.entry.display for f in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        msg = (f"{len(bad)} file(s) fail verification on the clone AND production — the restore did not "
+               f"repair them; do not sync back: {names}")
+        emitter.log(msg, "stderr")
+        raise CorruptedOnBoth(msg, result)
+    return result
+
+
+def diff_hosts(clone: Endpoint | None, prod: Endpoint | None, roots: Sequence[str | bytes], *,
+               prod_roots: Sequence[str | bytes] | None = None, verify_template: str | None = None,
+               quick: bool = False, chunk_size: int = DEFAULT_CHUNK, emitter: Emitter | None = None,
+               save_dir: str | os.PathLike | None = None) -> tuple[DiffResult, Classification, Manifest, Manifest]:
+    """Negotiate, hash both sides concurrently, diff, classify; optionally save both manifests."""
+    emitter = emitter or NullEmitter()
+    mc, mp = build_pair(clone, prod, roots, prod_roots, chunk_size=chunk_size, quick=quick, emitter=emitter)
+    if save_dir is not None:
+        mc.save(Path(save_dir) / "clone.manifest.gz")
+        mp.save(Path(save_dir) / "production.manifest.gz")
+    emitter.phase("diff")
+    diff = diff_manifests(mc, mp, quick=quick)
+    emitter.data("diff_totals", diff.totals)
+    cls = classify(diff, verify_template, clone, prod, emitter)
+    return diff, cls, mc, mp
