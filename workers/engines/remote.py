@@ -27,6 +27,7 @@ between them for "auto".
 """
 from __future__ import annotations
 
+import abc
 import os
 import select
 import socket
@@ -170,7 +171,7 @@ class PipeLines(threading.Thread):
 
 
 # ---------------------------------------------------------------------------- processes
-class RemoteProcess:
+class RemoteProcess(abc.ABC):
     """A command running on a host (or on this machine): see the module docstring."""
 
     transport = ""
@@ -222,19 +223,22 @@ class RemoteProcess:
         return self._code
 
     # -- stdin
+    @abc.abstractmethod
     def write(self, data: bytes) -> None:
         """Send bytes to the process's stdin (``OSError`` when it is gone)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def close_stdin(self) -> None:
         """EOF for the process; never raises."""
-        raise NotImplementedError
+        ...
 
     # -- stdout
+    @abc.abstractmethod
     def read(self, n: int = READ_SIZE, *, deadline: float | None = None) -> bytes:
         """Up to ``n`` bytes of stdout, b"" at its end. ``deadline`` (``time.monotonic()``):
         ``CommandTimeout`` if it passes while waiting for data."""
-        raise NotImplementedError
+        ...
 
     def drain(self, on_data: Callable[[bytes], None], *, deadline: float | None = None) -> None:
         """Feed stdout to ``on_data`` until it ends (``CommandTimeout`` past ``deadline``)."""
@@ -289,22 +293,26 @@ class RemoteProcess:
         self._done = True
         self._release()
 
+    @abc.abstractmethod
     def _exit_status(self) -> int | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _drop(self) -> None:
         """Stop the process without waiting for it."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _release(self) -> None:
         """Read what is left of stderr, stop the process if needed, free the connection."""
-        raise NotImplementedError
+        ...
 
     @property
+    @abc.abstractmethod
     def lost(self) -> bool:
         """After ``wait``: the connection failed or dropped, so there is no exit status of the
         command (never after ``kill``: then the end was the caller's)."""
-        raise NotImplementedError
+        ...
 
     @property
     def stdout_fd(self) -> int | None:
