@@ -18,7 +18,8 @@ from django.conf import settings
 from rehearsals.models import Clone, Finding
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Bool, Int, List, Str
-from workers.engines.manifest import ManifestError, build_pair, classify, diff_manifests, drift_check
+from workers.engines.manifest import (ManifestError, build_pair, check_verify_template, classify, diff_manifests,
+                                     drift_check)
 from workers.engines.ssh import SSHError
 
 from .actions import select_action, selection_is_used
@@ -44,9 +45,7 @@ class DiffStep(StepKind):
 
     def validate(self, params, target):
         cmd = params.get("verify_command")
-        if cmd and "{path}" not in cmd:
-            return ["verify_command: must contain {path}"]
-        return []
+        return [f"verify_command: {e}" for e in check_verify_template(cmd)] if cmd else []
 
     def panel_context(self, step_run, context):
         editable = (context["can_operate"] and context["rehearsal_running"]
