@@ -51,6 +51,9 @@ TRANSPORTS = ("auto", "openssh", "paramiko")
 AUTO_OPENSSH_FROM_BYTES = 32 << 20
 READ_SIZE = 1 << 20
 STDERR_TAIL = 20
+# Longest output line kept whole; longer ones go on in pieces marked with LINE_CONTINUES.
+MAX_LINE = 64 << 10
+LINE_CONTINUES = " [line continues]".encode()
 # How often a paramiko reader with nothing to read looks at the exit status and the deadline.
 _POLL = 0.1
 _SEND_SLICE = 1 << 16   # at most what one Channel.send puts in packets: no copy of the whole rest
@@ -125,24 +128,38 @@ def connect(endpoint: Endpoint, *, timeout: float = 10.0) -> paramiko.SSHClient:
 
 # ---------------------------------------------------------------------------- lines
 class LineSplitter:
-    """Bytes in, complete lines (without the newline) out to ``on_line``; a final partial line on ``flush``."""
+    """Bytes in, complete lines (without the newline) out to ``on_line``; a final partial line on ``flush``.
 
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+    A line longer than ``max_line`` bytes (a command printing no newline) is handed on in pieces of
+    ``max_line`` bytes, each but the last ending with ``LINE_CONTINUES``, so the buffer stays bounded
+    whatever the command prints. ``max_line=None``: unbounded, for our own agents' records.
+    """
+
+    def __init__(self, on_line: Callable[[bytes], None], max_line: int | None = MAX_LINE) -> None:
         self.on_line = on_line
+        self.max_line = max_line
         self.buf = b""
 
     def feed(self, data: bytes) -> None:
         self.buf += data
-        if b"\n" not in data:
-            return
-        *lines, self.buf = self.buf.split(b"\n")
-        for raw in lines:
-            self.on_line(raw)
+        if b"\n" in data:
+            *lines, self.buf = self.buf.split(b"\n")
+            for raw in lines:
+                self._emit(raw)
+        while self.max_line is not None and len(self.buf) > self.max_line:
+            piece, self.buf = self.buf[:self.max_line], self.buf[self.max_line:]
+            self.on_line(piece + LINE_CONTINUES)
+
+    def _emit(self, raw: bytes) -> None:
+        while self.max_line is not None and len(raw) > self.max_line:
+            self.on_line(raw[:self.max_line] + LINE_CONTINUES)
+            raw = raw[self.max_line:]
+        self.on_line(raw)
 
     def flush(self) -> None:
         if self.buf:
             raw, self.buf = self.buf, b""
-            self.on_line(raw)
+            self._emit(raw)
 
 
 def text(raw: bytes) -> str:

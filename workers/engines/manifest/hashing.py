@@ -40,7 +40,8 @@ class _AgentOutput:
         self.host = host
         self.manifest: Manifest | None = None
         self.records = 0  # lines seen before the trailer (header included)
-        self.lines = LineSplitter(self._line)
+        # one record carries every chunk digest of a file: a big file's line is long, and unbounded
+        self.lines = LineSplitter(self._line, max_line=None)
         self.feed = self.lines.feed
 
     def _line(self, line: bytes) -> None:
