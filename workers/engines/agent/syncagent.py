@@ -43,6 +43,12 @@ except ImportError:  # run from the source tree (tests, local use)
     from workers.engines.agent import hashagent  # type: ignore
 
 BLOCK_DIGEST_BYTES = 8   # per-4 KiB-block digests only pick what to send; the whole-file hash verifies
+# Memory bounds, whatever the file size: a frame carries at most FRAME_BYTES of file data, a frame
+# header line at most HEADER_BYTES, and one request names chunks whose block digests fit in
+# REQUEST_DIGEST_BYTES; a file is sent as a series of requests, each answered by a series of frames.
+FRAME_BYTES = 1 << 20
+HEADER_BYTES = 1 << 20
+REQUEST_DIGEST_BYTES = 512 << 10
 RDONLY_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 RDONLY_FILE = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -56,6 +62,13 @@ class FileFailure(Exception):
     def __init__(self, kind, message):
         Exception.__init__(self, message)
         self.kind = kind
+
+
+class ProtocolError(FileFailure):
+    """The peer broke the frame protocol: the stream cannot be trusted any more, the run stops."""
+
+    def __init__(self, message):
+        FileFailure.__init__(self, "protocol", message)
 
 
 class StreamEnded(Exception):
@@ -79,11 +92,17 @@ def emit(obj):
     STDOUT.flush()
 
 
-def read_line():
-    line = STDIN.readline()
+def read_line(limit=-1):
+    """One JSON line from stdin; ``limit``: refuse a longer line (ProtocolError) without reading on."""
+    line = STDIN.readline(limit)
     if not line.endswith(b"\n"):
+        if limit > 0 and len(line) >= limit:
+            raise ProtocolError("protocol error: a frame header longer than %d bytes" % limit)
         raise StreamEnded("input ended")
-    return json.loads(line.decode("utf-8"))
+    try:
+        return json.loads(line.decode("utf-8"))
+    except ValueError:
+        raise ProtocolError("protocol error: a frame header that is not JSON: %r" % line[:80])
 
 
 def read_exact(n):
@@ -412,7 +431,7 @@ class Applier(object):
                 summary["failed"] += 1
                 state(self.journal, {"i": f["i"], "rel": f["rel"], "state": "failed", "kind": exc.kind,
                                      "message": str(exc)})
-                if not self.continue_on_error:
+                if not self.continue_on_error or exc.kind == "protocol":
                     stopped = True
         if self.journal is not None:
             self.journal.write(dict(summary, state="run_end", stopped=stopped))
@@ -473,41 +492,28 @@ class Applier(object):
                 is not None else None
             if chunks is None:  # live sync: source size unknown up front -> every chunk we have
                 chunks = list(range((st0.st_size + self.d.chunk - 1) // self.d.chunk + 1))
-            blocks = {}
-            for c in chunks:
-                if c * self.d.chunk < st0.st_size:
-                    blocks[str(c)] = b64(block_digests(self.d, tfd, c, self.block))
             asked[0] = True
-            emit({"ev": "need", "i": i, "size": st0.st_size, "chunks": chunks, "blocks": blocks})
-            head = read_line()
-            if head.get("i") != i:
-                raise FileFailure("protocol", "stream out of order: got file %r, expected %r" % (head.get("i"), i))
-            if "error" in head:
-                raise FileFailure("source_error", "source: %s" % head["error"])
-            data = read_exact(head["n"])
-            # 3. patch, size, metadata, fsync, verify — all on the temp file
+            last = self.receive(i, tfd, st0, f, chunks, path)
+            data_bytes = last["n_total"]
+            # 3. size, metadata, fsync, verify — all on the temp file (the blocks are patched in)
             try:
-                pos = 0
-                for o, n in head["ranges"]:
-                    write_all(tfd, data[pos:pos + n], o)
-                    pos += n
-                os.ftruncate(tfd, head["size"])
+                os.ftruncate(tfd, last["size"])
                 os.fchown(tfd, st0.st_uid, st0.st_gid)  # chown first: it clears set-id bits
                 os.fchmod(tfd, stat.S_IMODE(st0.st_mode))
                 copy_xattrs(ofd, tfd)
-                mtime = head["mtime_ns"] if self.plan.get("mtime") == "source" else st0.st_mtime_ns
+                mtime = last["mtime_ns"] if self.plan.get("mtime") == "source" else st0.st_mtime_ns
                 os.utime(tfd, ns=(st0.st_atime_ns, mtime))
                 flusher.join()
                 os.fsync(tfd)
             except OSError as exc:
                 raise classify(exc, "write temp file", path)
-            want = f.get("source_hash") or head.get("hash")
+            want = f.get("source_hash") or last.get("hash")
             got = self.d.of_fd(tfd)
             if got != want:
                 raise FileFailure("verify_failed", "%s: patched copy hashes to %s, the source to %s — the source "
                                                    "changed or the stream was damaged; nothing swapped"
                                   % (show(path), got[:16], (want or "?")[:16]))
-            state(self.journal, dict(base, state="patched", bytes=len(data), ranges=len(head["ranges"]),
+            state(self.journal, dict(base, state="patched", bytes=data_bytes, ranges=last["ranges_total"],
                                      hash=got))
             # 4. the original must still be the one we copied, right before it is backed up and swapped
             try:
@@ -550,7 +556,7 @@ class Applier(object):
                 raise FileFailure("verify_failed", "%s: content after the swap hashes to %s, expected %s; the "
                                                    "original is in the backup dir" % (show(path), final[:16],
                                                                                        want[:16]))
-            state(self.journal, dict(base, state="done", hash=final, bytes=len(data)))
+            state(self.journal, dict(base, state="done", hash=final, bytes=data_bytes))
             return "done"
         except (FileFailure, StreamEnded, BrokenPipeError) as exc:
             # BrokenPipeError: the worker went away while we were reporting (stdout closed)
@@ -569,6 +575,82 @@ class Applier(object):
                 if fd is not None:
                     os.close(fd)
             os.close(pfd)
+
+    def receive(self, i, tfd, st0, f, chunks, path):
+        """Ask for the blocks of ``chunks`` the temp file lacks, in requests whose digests stay under
+        REQUEST_DIGEST_BYTES, and patch each frame in as it comes (at most FRAME_BYTES held).
+        Returns the last frame's header with the totals; a frame outside what was asked for, or
+        larger than FRAME_BYTES, is a ProtocolError before any of its bytes are read."""
+        per_chunk = max(1, (self.d.chunk // self.block) * BLOCK_DIGEST_BYTES)
+        batch = max(1, REQUEST_DIGEST_BYTES // per_chunk)
+        live = f.get("source_hash") is None   # the source sends every chunk it has, size unknown here
+        totals = {"n_total": 0, "ranges_total": 0}
+        last = None
+        for start in range(0, max(1, len(chunks)), batch):
+            part = chunks[start:start + batch]
+            final = start + batch >= len(chunks)
+            blocks = {}
+            for c in part:
+                if c * self.d.chunk < st0.st_size:
+                    blocks[str(c)] = b64(block_digests(self.d, tfd, c, self.block))
+            emit({"ev": "need", "i": i, "size": st0.st_size, "chunks": part, "blocks": blocks, "final": final})
+            allowed = None if live else set(part)
+            failure = None   # a write that failed: the request's remaining frames are still read
+            while True:
+                head = read_line(HEADER_BYTES)
+                if head.get("i") != i:
+                    raise ProtocolError("protocol error: stream out of order: got file %r, expected %r"
+                                        % (head.get("i"), i))
+                if "error" in head:
+                    raise FileFailure("source_error", "source: %s" % head["error"])
+                try:
+                    self.patch_frame(tfd, head, allowed, path, write=failure is None)
+                except ProtocolError:
+                    raise
+                except FileFailure as exc:
+                    failure = exc
+                totals["n_total"] += head["n"]
+                totals["ranges_total"] += len(head["ranges"])
+                if not head.get("more"):
+                    break
+            if failure is not None:
+                raise failure
+            last = head
+        if not isinstance(last.get("size"), int) or last["size"] < 0 or not isinstance(last.get("mtime_ns"), int):
+            raise ProtocolError("protocol error: the last frame of %s has no size/mtime" % show(path))
+        if f.get("source_size") is not None and last["size"] != f["source_size"]:
+            raise ProtocolError("protocol error: %s: the source says size %d, the plan %d"
+                                % (show(path), last["size"], f["source_size"]))
+        return dict(last, **totals)
+
+    def patch_frame(self, tfd, head, allowed, path, write=True):
+        n, ranges, chunk = head.get("n"), head.get("ranges"), self.d.chunk
+        if not isinstance(n, int) or not isinstance(ranges, list) or n < 0:
+            raise ProtocolError("protocol error: a frame without a byte count and ranges")
+        if n > FRAME_BYTES:
+            raise ProtocolError("protocol error: a frame claims %d bytes, more than the %d a frame may carry; "
+                                "nothing read" % (n, FRAME_BYTES))
+        total = 0
+        for r in ranges:
+            if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(x, int) for x in r)
+                    or r[0] < 0 or r[1] <= 0):
+                raise ProtocolError("protocol error: a malformed range %r" % (r,))
+            if allowed is not None and any(c not in allowed for c in range(r[0] // chunk, (r[0] + r[1] - 1) // chunk + 1)):
+                raise ProtocolError("protocol error: a frame writes %d bytes at %d, outside the chunks requested "
+                                    "for %s" % (r[1], r[0], show(path)))
+            total += r[1]
+        if total != n:
+            raise ProtocolError("protocol error: a frame's ranges hold %d bytes, its header says %d" % (total, n))
+        data = read_exact(n)
+        if not write:
+            return
+        try:
+            pos = 0
+            for o, k in ranges:
+                write_all(tfd, data[pos:pos + k], o)
+                pos += k
+        except OSError as exc:
+            raise classify(exc, "write temp file", path)
 
     def unlink_quiet(self, dfd, name):
         try:
@@ -641,27 +723,46 @@ def reader(plan):
     roots = [unb64(r) for r in plan["source_roots"]]
     files = dict((f["i"], f) for f in plan["files"])
     root_fds = {}
+    current = [None]   # (index, fd, stat) of the file whose requests are being answered
+
+    def close_current():
+        if current[0] is not None:
+            os.close(current[0][1])
+            current[0] = None
+
     while True:
         line = STDIN.readline()
         if not line:
+            close_current()
             return 0
         req = json.loads(line.decode("utf-8"))
         if req.get("ev") == "skip":
+            if current[0] is not None and current[0][0] == req.get("i"):
+                close_current()
             continue
         f = files[req["i"]]
         try:
-            frame, payload = read_one(d, block, roots, root_fds, f, req)
-        except FileFailure as exc:
-            frame, payload = {"i": f["i"], "error": str(exc).replace("production", "source")}, b""
-        except OSError as exc:
-            frame, payload = {"i": f["i"], "error": "read: %s" % (exc.strerror or exc)}, b""
-        STDOUT.write((json.dumps(frame, separators=(",", ":")) + "\n").encode("ascii"))
-        if payload:
-            STDOUT.write(payload)
-        STDOUT.flush()
+            if current[0] is None or current[0][0] != f["i"]:
+                close_current()
+                current[0] = (f["i"],) + open_source(d, roots, root_fds, f)
+            for frame, payload in read_frames(d, block, f, req, current[0][1], current[0][2]):
+                STDOUT.write((json.dumps(frame, separators=(",", ":")) + "\n").encode("ascii"))
+                if payload:
+                    STDOUT.write(payload)
+                STDOUT.flush()
+        except (FileFailure, OSError) as exc:
+            message = (str(exc).replace("production", "source") if isinstance(exc, FileFailure)
+                       else "read: %s" % (exc.strerror or exc))
+            STDOUT.write((json.dumps({"i": f["i"], "error": message}, separators=(",", ":")) + "\n")
+                         .encode("ascii"))
+            STDOUT.flush()
+            close_current()
+            continue
+        if req.get("final", True):
+            close_current()
 
 
-def read_one(d, block, roots, root_fds, f, req):
+def open_source(d, roots, root_fds, f):
     ri = f["root"]
     if ri not in root_fds:
         root_fds[ri] = open_root(roots[ri])
@@ -671,39 +772,62 @@ def read_one(d, block, roots, root_fds, f, req):
         fd, st = open_regular(pfd, name, roots[ri], roots[ri] + b"/" + rel)
     finally:
         os.close(pfd)
-    try:
-        if f.get("source_size") is not None and st.st_size != f["source_size"]:
-            raise FileFailure("source_changed", "%s changed since the diff (size %d, plan %d)"
-                              % (show(rel), st.st_size, f["source_size"]))
-        theirs = dict((int(k), unb64(v)) for k, v in req["blocks"].items())
-        chunks = req["chunks"]
-        if f.get("source_hash") is None:  # live sync: every chunk of the current source
-            chunks = list(range((st.st_size + d.chunk - 1) // d.chunk))
-        ranges, parts = [], []
-        for c in chunks:
-            data = os.pread(fd, d.chunk, c * d.chunk)
-            mine = theirs.get(c, b"")
+    if f.get("source_size") is not None and st.st_size != f["source_size"]:
+        os.close(fd)
+        raise FileFailure("source_changed", "%s changed since the diff (size %d, plan %d)"
+                          % (show(rel), st.st_size, f["source_size"]))
+    return fd, st
+
+
+def read_frames(d, block, f, req, fd, st):
+    """Frames answering one request: at most FRAME_BYTES of differing blocks each, read FRAME_BYTES
+    at a time. The last frame (``more`` false) of the file's final request carries its size, mtime
+    and, in live sync, its hash."""
+    theirs = dict((int(k), unb64(v)) for k, v in req["blocks"].items())
+    chunks = list(req["chunks"])
+    final = req.get("final", True)
+    if f.get("source_hash") is None and final:
+        # live sync: the target does not know the source's size; the last request takes the rest
+        have = (st.st_size + d.chunk - 1) // d.chunk
+        chunks += [c for c in range((max(chunks) + 1) if chunks else 0, have)]
+    ranges, parts, held = [], [], [0]
+
+    def frame(more):
+        head = {"i": f["i"], "ranges": [list(r) for r in ranges], "n": held[0], "more": more}
+        payload = b"".join(parts)
+        del ranges[:], parts[:]
+        held[0] = 0
+        return head, payload
+
+    step = max(block, (FRAME_BYTES // block) * block)
+    for c in chunks:
+        mine = theirs.get(c, b"")
+        for sub in range(0, d.chunk, step):
+            data = os.pread(fd, min(step, d.chunk - sub), c * d.chunk + sub)
+            if not data:
+                break
             for o in range(0, len(data), block):
                 piece = data[o:o + block]
-                k = (o // block) * BLOCK_DIGEST_BYTES
-                if mine[k:k + BLOCK_DIGEST_BYTES] == d.block(piece) and len(mine) >= k + BLOCK_DIGEST_BYTES:
+                k = ((sub + o) // block) * BLOCK_DIGEST_BYTES
+                if len(mine) >= k + BLOCK_DIGEST_BYTES and mine[k:k + BLOCK_DIGEST_BYTES] == d.block(piece):
                     continue
-                at = c * d.chunk + o
+                if held[0] + len(piece) > FRAME_BYTES:
+                    yield frame(True)
+                at = c * d.chunk + sub + o
                 if ranges and ranges[-1][0] + ranges[-1][1] == at:
                     ranges[-1][1] += len(piece)
                 else:
                     ranges.append([at, len(piece)])
                 parts.append(piece)
-        frame = {"i": f["i"], "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ranges": ranges,
-                 "n": sum(len(p) for p in parts)}
+                held[0] += len(piece)
+    head, payload = frame(False)
+    if final:
+        head.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if f.get("source_hash") is None:
-            frame["hash"] = d.of_fd(fd)
-            after = os.fstat(fd)
-            if not same_file(st, after):
-                raise FileFailure("source_changed", "%s is being written to; retry" % show(rel))
-        return frame, b"".join(parts)
-    finally:
-        os.close(fd)
+            head["hash"] = d.of_fd(fd)
+            if not same_file(st, os.fstat(fd)):
+                raise FileFailure("source_changed", "%s is being written to; retry" % show(unb64(f["rel"])))
+    yield head, payload
 
 
 # ---------------------------------------------------------------- rollback (production side)
