@@ -46,6 +46,9 @@ class StepKind:
     # A kind that needs approval may compute a preview first (in a worker); the
     # approver sees it, the Approval stores it, and ``run`` gets it as ctx.approved_plan.
     has_preview: ClassVar[bool] = False
+    # The kind writes files on production: one such writer at a time per production host
+    # (rehearsals/writers.py refuses a second one before it is queued).
+    writes_production: ClassVar[bool] = False
     actions: ClassVar[Mapping[str, Callable[..., str]]] = {}
     jobs: ClassVar[Mapping[str, Callable[..., dict]]] = {}
     panel: ClassVar[str | None] = None

@@ -11,9 +11,10 @@ guard, so it is refused when the runbook is saved: sync_back writes production.
 """
 from __future__ import annotations
 
+from rehearsals.writers import cancel_probe
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Int, List, Regex, Str
-from workers.engines.ssh import SSHError
+from workers.engines.ssh import Cancelled, SSHError
 from workers.engines.sync import SyncError, live_sync_files, live_sync_vendor
 
 
@@ -63,13 +64,16 @@ class LiveSyncStep(StepKind):
             if p["mode"] == "vendor":
                 report = live_sync_vendor(ctx.endpoint(), p["command"], p["lag_pattern"],
                                           converged_at=p["converged_at"], time_limit=p["time_limit"],
-                                          emitter=ctx.emitter)
+                                          emitter=ctx.emitter, cancelled=cancel_probe(ctx))
             else:
                 if p["direction"] == WRITES_PRODUCTION:  # a row saved before the refusal existed
                     raise StepFailed(REFUSED_DIRECTION)
                 src, dst = ctx.production_endpoint(), ctx.clone_endpoint()
                 report = live_sync_files(src, dst, p["paths"], time_limit=p["time_limit"], emitter=ctx.emitter,
-                                         run_id=f"live-r{ctx.rehearsal.pk}-s{ctx.spec.pk}")
+                                         run_id=f"live-r{ctx.rehearsal.pk}-s{ctx.spec.pk}",
+                                         cancelled=cancel_probe(ctx))
+        except Cancelled as exc:
+            raise StepFailed(f"cancelled: {exc}", {"cancelled": str(exc)}) from exc
         except (SyncError, SSHError, ValueError) as exc:
             raise StepFailed(f"live sync failed: {exc}") from exc
         out = report.to_dict()

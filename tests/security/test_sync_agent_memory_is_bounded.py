@@ -6,60 +6,16 @@ import base64
 import hashlib
 import json
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.agents import PeakWatcher
 from tests.support.sync import endpoint, generic_plan, local
-from workers.engines.agent import BOOT, agent_argv, agent_payload
+from workers.engines.agent import agent_argv, agent_payload
 from workers.engines.remote import RemoteProcess
 from workers.engines.sync import sync_back
 
 MiB = 1 << 20
-
-
-def vm_hwm_kib(pid: int) -> int | None:
-    """Peak resident set size of a process (VmHWM), None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class PeakWatcher(threading.Thread):
-    """Polls the VmHWM of every sync agent in ``mode`` until stopped; keeps the highest seen."""
-
-    def __init__(self, mode: str, pid: int | None = None) -> None:
-        super().__init__(daemon=True)
-        self.mode, self.pid, self.peak_kib, self.seen = mode.encode(), pid, 0, set()
-        self.stop = threading.Event()
-
-    def agents(self) -> list[int]:
-        if self.pid is not None:
-            return [self.pid]
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if len(argv) > 3 and argv[2] == BOOT.encode() and self.mode in argv[3:]:
-                    out.append(int(entry))
-        return out
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in self.agents():
-                kib = vm_hwm_kib(pid)
-                if kib:
-                    self.seen.add(pid)
-                    self.peak_kib = max(self.peak_kib, kib)
-            time.sleep(0.02)
 
 
 def b64(raw: bytes) -> str:

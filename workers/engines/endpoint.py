@@ -33,6 +33,10 @@ _KEY_FIELDS = {
 KEY_TYPES = tuple(_KEY_FIELDS)
 
 
+class Cancelled(Exception):
+    """The work was cancelled (its ``cancelled()`` probe said so); its remote processes were stopped."""
+
+
 class SSHError(Exception):
     """Base class: anything that went wrong talking to a host over SSH."""
 

@@ -290,26 +290,135 @@ def state(journal, rec):
     emit(out)
 
 
+def open_backup_dir(backup_dir, create=True):
+    """fd of the backup dir, walked from / one component at a time with O_NOFOLLOW (a symlink
+    anywhere in its path is refused). Every directory above it must be owned by root or us and not
+    writable by others (unless sticky), the backup dir itself owned by us (the ssh user) and 0700:
+    otherwise someone else could swap a backup or the journal under us."""
+    if not backup_dir.startswith(b"/"):
+        raise FileFailure("unsafe_backup_dir", "backup dir %s is not absolute" % show(backup_dir))
+    parts = [p for p in backup_dir.split(b"/") if p]
+    if not parts or any(p in (b".", b"..") for p in parts):
+        raise FileFailure("unsafe_backup_dir", "backup dir %s is not a plain absolute path" % show(backup_dir))
+    me = os.geteuid()
+    fd = os.open("/", RDONLY_DIR)
+    where = b""
+    try:
+        for n, part in enumerate(parts):
+            where += b"/" + part
+            try:
+                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if n < len(parts) - 1:
+                if st.st_uid not in (0, me) or (mode & 0o022 and not mode & stat.S_ISVTX):
+                    raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: %s is owned by uid %d "
+                                      "with mode %04o (others could replace what is below it)"
+                                      % (show(backup_dir), show(where), st.st_uid, mode))
+            elif st.st_uid != me or mode & 0o077:
+                raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: owned by uid %d with mode %04o; it "
+                                  "must be owned by the ssh user (uid %d) and mode 0700"
+                                  % (show(backup_dir), st.st_uid, mode, me))
+        return fd
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: %s is a symlink or not a directory"
+                              % (show(backup_dir), show(where)))
+        raise classify(exc, "backup dir", backup_dir)
+    except FileFailure:
+        os.close(fd)
+        raise
+
+
 def open_run_dir(backup_dir, run_id, create=True):
     if "/" in run_id or run_id in ("", ".", ".."):
         raise FileFailure("unsafe_path", "bad run id %r" % run_id)
-    if create:
-        try:
-            os.makedirs(backup_dir, 0o700)
-        except FileExistsError:
-            pass
-    bfd = open_root(backup_dir)
+    bfd = open_backup_dir(backup_dir, create)
     try:
         if create:
             try:
                 os.mkdir(run_id, 0o700, dir_fd=bfd)
             except FileExistsError:
                 pass
-        return os.open(run_id, RDONLY_DIR, dir_fd=bfd)
+        rfd = os.open(run_id, RDONLY_DIR, dir_fd=bfd)
+        st = os.fstat(rfd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            os.close(rfd)
+            raise FileFailure("unsafe_backup_dir", "refusing run directory %s/%s: owned by uid %d with mode %04o; "
+                              "it must be the ssh user's and 0700"
+                              % (show(backup_dir), run_id, st.st_uid, stat.S_IMODE(st.st_mode)))
+        return rfd
     except OSError as exc:
         raise classify(exc, "backup run directory", backup_dir + b"/" + run_id.encode())
     finally:
         os.close(bfd)
+
+
+# ---------------------------------------------------------------- one writer at a time
+LOCK_NAME = b".understudy-writer.lock"
+
+
+def take_writer_lock(backup_dir, run_id, what):
+    """An exclusive flock on ``<backup_dir>/.understudy-writer.lock``, taken without waiting and held
+    until this process ends (the kernel drops it, even on SIGKILL). The holder writes who it is."""
+    import fcntl
+    bfd = open_backup_dir(backup_dir, create=True)
+    try:
+        fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                     dir_fd=bfd)
+    finally:
+        os.close(bfd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        since = holder.get("since")
+        raise FileFailure("locked", "another understudy writer holds production's lock since %s (run %s, %s, pid %s); "
+                          "refusing to %s beside it"
+                          % (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since else "?",
+                             holder.get("run_id", "?"), holder.get("what", "?"), holder.get("pid", "?"), what))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": round(time.time(), 3),
+                              "what": what}).encode("ascii"), 0)
+    return fd
+
+
+# ---------------------------------------------------------------- stopping on request
+class Cancelled(StreamEnded):
+    """SIGTERM from the worker (the step was cancelled): stop at the next safe point."""
+
+
+STOP = {"critical": 0, "pending": False}
+
+
+def on_sigterm(signum, frame):
+    # between the backup link and the file's last record the swap must complete: stop after it
+    if STOP["critical"]:
+        STOP["pending"] = True
+        return
+    raise Cancelled("stopped by SIGTERM")
+
+
+def stop_if_pending():
+    if STOP["pending"] and not STOP["critical"]:
+        raise Cancelled("stopped by SIGTERM")
 
 
 # ---------------------------------------------------------------- helpers
@@ -411,6 +520,7 @@ class Applier(object):
 
     def run(self):
         if self.backup_dir is not None:
+            self.lock_fd = take_writer_lock(self.backup_dir, self.run_id, "sync back")
             self.run_fd = open_run_dir(self.backup_dir, self.run_id)
             self.journal = Journal(self.run_fd)
             self.journal.write({"state": "run_start", "pid": os.getpid(), "fingerprint": self.plan.get("fingerprint"),
@@ -423,8 +533,14 @@ class Applier(object):
                 emit({"ev": "skip", "i": f["i"]})
                 continue
             try:
+                stop_if_pending()
                 outcome = self.one(f)
                 summary[outcome] += 1
+                stop_if_pending()
+            except Cancelled:
+                if self.journal is not None:
+                    self.journal.write(dict(summary, state="run_end", stopped=True, cancelled=True))
+                raise
             except StreamEnded:
                 raise
             except FileFailure as exc:
@@ -453,6 +569,7 @@ class Applier(object):
         tname = temp_name(name, self.run_id)
         ofd = tfd = flusher = None
         created_backup = None
+        depth = STOP["critical"]
         try:
             if remove_leftover(pfd, tname):
                 state(self.journal, dict(base, state="leftover_removed"))
@@ -525,6 +642,7 @@ class Applier(object):
             if not same_file(st0, st2):
                 raise FileFailure("target_changed", "target changed during sync: %s was modified while the new "
                                                     "version was prepared; nothing swapped" % show(path))
+            STOP["critical"] += 1   # from here to the file's last record a SIGTERM waits
             if self.run_fd is not None:
                 created_backup = self.backup(pfd, name, ofd, st0, have, path)
                 st3 = os.fstat(ofd)
@@ -569,6 +687,7 @@ class Applier(object):
                 self.unlink_quiet(pfd, tname)
             raise
         finally:
+            STOP["critical"] = depth
             if flusher is not None:
                 flusher.join()  # never close an fd another thread is syncing
             for fd in (ofd, tfd):
@@ -688,10 +807,20 @@ class Applier(object):
             else:
                 try:
                     os.link(name, bname, src_dir_fd=pfd, dst_dir_fd=bpfd, follow_symlinks=False)
+                    linked = True
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise classify(exc, "hard-link original into backup dir", path)
                     self.copy_into(ofd, bpfd, bname, st0, path)
+                    linked = False
+                if linked:
+                    # the name may have been swapped between our open and the link: the backup must
+                    # be the very inode we copied and hashed
+                    lst = os.lstat(bname, dir_fd=bpfd)
+                    if (lst.st_dev, lst.st_ino) != (st0.st_dev, st0.st_ino):
+                        os.unlink(bname, dir_fd=bpfd)
+                        raise FileFailure("target_changed", "target changed during sync: the backup link of %s is "
+                                          "not the file that was copied; nothing swapped" % show(path))
                 os.fsync(bpfd)
                 created = (os.dup(bpfd), bname)
             return created
@@ -832,12 +961,20 @@ def read_frames(d, block, f, req, fd, st):
 
 # ---------------------------------------------------------------- rollback (production side)
 def rollback(plan):
+    """Restore the files the worker names (``plan["files"]``: root, rel, orig_hash, new_hash from
+    the approved plan and the worker's own journal). The journal file on production is only
+    read for the hash algorithm when the worker does not say, and for its file list only when the
+    worker gives none (engine callers without a journal of their own)."""
     backup_dir = unb64(plan["backup_dir"])
     run_id = plan["run_id"]
     try:
+        lock_fd = take_writer_lock(backup_dir, run_id, "roll back")
         run_fd = open_run_dir(backup_dir, run_id, create=False)
     except FileFailure as exc:
-        emit({"ev": "fatal", "message": "no backup for run %s: %s" % (run_id, exc)})
+        if exc.kind in ("locked", "unsafe_backup_dir"):
+            emit({"ev": "fatal", "kind": exc.kind, "message": str(exc)})
+        else:
+            emit({"ev": "fatal", "message": "no backup for run %s: %s" % (run_id, exc)})
         return 2
     try:
         jfd = os.open("journal.jsonl", RDONLY_FILE, dir_fd=run_fd)
@@ -845,26 +982,38 @@ def rollback(plan):
         emit({"ev": "fatal", "message": "run %s has no journal: %s" % (run_id, exc.strerror)})
         return 2
     with os.fdopen(jfd, "rb") as fh:
-        records = [json.loads(l) for l in fh if l.strip().endswith(b"}")]  # a torn last line is ignored
+        records = []
+        for l in fh:
+            if l.strip().endswith(b"}"):  # a torn last line is ignored
+                try:
+                    records.append(json.loads(l))
+                except ValueError:
+                    pass
     start = [r for r in records if r.get("state") == "run_start"]
-    if not start:
-        emit({"ev": "fatal", "message": "journal of run %s has no run_start record" % run_id})
-        return 2
-    head = start[0]
+    if plan.get("files") is not None:
+        head = {"algo": plan["algo"], "mode": plan["mode"], "chunk": plan["chunk"], "roots": plan["roots"]}
+        items = dict(((r["root"], r["rel"]), r) for r in plan["files"])
+    else:
+        if not start:
+            emit({"ev": "fatal", "message": "journal of run %s has no run_start record" % run_id})
+            return 2
+        head = start[0]
+        items = {}
+        for r in records:
+            if r.get("state") == "backed_up":
+                items[(r["root"], r["rel"])] = r  # latest record per file wins (resumed runs)
     d = Digest(head["algo"], head["mode"], head["chunk"])
     allowed = set(head["roots"])
-    items = {}
-    for r in records:
-        if r.get("state") == "backed_up":
-            items[(r["root"], r["rel"])] = r  # latest record per file wins (resumed runs)
     journal = Journal(run_fd)
     journal.write({"state": "rollback_start", "pid": os.getpid()})
     summary = {"restored": 0, "unchanged": 0, "failed": 0}
     for (root64, rel64), r in sorted(items.items()):
         base = {"rel": rel64, "root": root64}
         try:
+            stop_if_pending()
             if root64 not in allowed:
                 raise FileFailure("unsafe_path", "journal names a root outside the run's roots")
+            check_rel(unb64(rel64))
             outcome = restore_one(d, run_id, run_fd, unb64(root64), unb64(rel64), r, journal, base)
             summary[outcome] += 1
         except FileFailure as exc:
@@ -872,6 +1021,7 @@ def rollback(plan):
             state(journal, dict(base, state="rollback_failed", kind=exc.kind, message=str(exc)))
     journal.write(dict(summary, state="rollback_end"))
     emit(dict(summary, ev="end"))
+    os.close(lock_fd)
     return 0
 
 
@@ -918,11 +1068,14 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
         if got != r["orig_hash"]:
             raise FileFailure("verify_failed", "backup of %s hashes to %s, the journal recorded %s; not restored"
                               % (show(path), got[:16], r["orig_hash"][:16]))
+        STOP["critical"] += 1
         try:
             os.rename(tname, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             os.fsync(pfd)
         except OSError as exc:
             raise classify(exc, "rename over target", path)
+        finally:
+            STOP["critical"] -= 1
         tfd_closed = tfd
         tfd = None
         os.close(tfd_closed)
@@ -950,6 +1103,9 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
 
 def main(argv):
     mode = argv[0] if argv else ""
+    if mode in ("apply", "rollback"):
+        import signal
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         plan = read_line()
     except StreamEnded:
@@ -962,6 +1118,10 @@ def main(argv):
             return 0
         if mode == "rollback":
             return rollback(plan)
+    except Cancelled as exc:
+        # the temp file of the file in flight was removed in one(); every target is whole
+        sys.stderr.write("E cancelled: %s\n" % exc)
+        return 5
     except StreamEnded as exc:
         # the worker went away mid-file: the temp file was removed in one(); the target is untouched
         sys.stderr.write("E stream ended: %s\n" % exc)

@@ -13,9 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..endpoint import CommandResult, Endpoint, SSHError, command_string
+from ..endpoint import Cancelled, CommandResult, Endpoint, SSHError, command_string
 from ..events import Emitter, NullEmitter
 from ..ssh import Session
 from ..vocabulary import CLASSES, VERDICT_LABELS
@@ -130,7 +130,8 @@ def verify_argv(template: str, path: bytes) -> list[str]:
     return [text if a == PATH_WORD else a for a in shlex.split(template)]
 
 
-def _verify_one(session: Session | None, argv: list[str], timeout: float) -> dict:
+def _verify_one(session: Session | None, argv: list[str], timeout: float,
+                cancelled: Callable[[], bool] | None = None) -> dict:
     try:
         command_string(argv).encode("utf-8")
     except UnicodeEncodeError:
@@ -143,14 +144,14 @@ def _verify_one(session: Session | None, argv: list[str], timeout: float) -> dic
             return CommandResult(command_string(argv), p.returncode, time.monotonic() - start,
                                  p.stdout.decode("utf-8", "replace").splitlines()[-50:],
                                  p.stderr.decode("utf-8", "replace").splitlines()[-50:]).as_dict()
-        return session.run(argv, timeout=timeout, tail_lines=50).as_dict()
-    except (SSHError, OSError, subprocess.TimeoutExpired) as exc:
+        return session.run(argv, timeout=timeout, tail_lines=50, cancelled=cancelled).as_dict()
+    except (SSHError, OSError, subprocess.TimeoutExpired, Cancelled) as exc:
         return {"command": command_string(argv), "exit_code": None, "error": str(exc)}
 
 
 def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endpoint | None,
              prod_endpoint: Endpoint | None, emitter: Emitter | None = None, *, timeout: float = 600,
-             strict: bool = True) -> Classification:
+             strict: bool = True, cancelled: Callable[[], bool] | None = None) -> Classification:
     """Run the verify tool on both sides for every changed regular file (exit 0 = healthy).
 
     ``strict``: raise ``CorruptedOnBoth`` if any file fails on the clone too — the
@@ -170,8 +171,10 @@ def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endp
         try:
             with ThreadPoolExecutor(max_workers=2) as pool:
                 for i, e in enumerate(targets):
-                    fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout)
-                    fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout)
+                    if cancelled is not None and cancelled():
+                        raise Cancelled(f"verify cancelled after {i} of {len(targets)} file(s)")
+                    fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout, cancelled)
+                    fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout, cancelled)
                     rc, rp = fc.result(), fp.result()
                     if rc.get("exit_code") is None or rp.get("exit_code") is None:
                         cls = "verify_error"
