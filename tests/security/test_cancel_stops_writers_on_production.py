@@ -137,3 +137,35 @@ def test_cancel_stops_a_command_on_the_host(make_test_host: Any, transport: str)
     assert time.monotonic() - start < 10
     assert wait_until(lambda: "sleep 300" not in host.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
                                                          check=False).stdout, 5), "sleep 300 still runs"
+
+
+def test_cancel_stops_a_vendor_catch_up_and_a_diff_verify_on_the_hosts(make_test_host: Any) -> None:
+    from workers.engines.manifest import build_pair, classify, diff_manifests
+    from workers.engines.sync import live_sync_vendor
+    clone, prod = make_test_host("clone"), make_test_host("production")
+    pe, ce = endpoint(prod, "production"), endpoint(clone, "clone")
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(Cancelled, match="stopped on the host"):
+        live_sync_vendor(pe, "echo lag=5; sleep 300", r"lag=(?P<lag>\d+)", time_limit=600, cancelled=cancel.is_set)
+    assert time.monotonic() - start < 10
+    assert wait_until(lambda: "sleep 300" not in prod.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
+                                                         check=False).stdout, 5), "the catch-up still runs"
+    # the diff's verify tool, hung on both hosts: cancelling stops it on both
+    for host in (clone, prod):
+        tool = local(host, "/usr/local/bin/slowverify")
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text("#!/bin/sh\nsleep 300\n")
+        tool.chmod(0o755)
+    many_files(clone, prod, 1, 4096)
+    diff = diff_manifests(*build_pair(ce, pe, [ROOT]))
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(Cancelled, match="stopped on both hosts"):
+        classify(diff, "slowverify {path}", ce, pe, cancelled=cancel.is_set)
+    assert time.monotonic() - start < 10
+    for host in (clone, prod):
+        assert wait_until(lambda: "sleep 300" not in host.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
+                                                              check=False).stdout, 5), host.hostname

@@ -176,6 +176,9 @@ def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endp
                     fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout, cancelled)
                     fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout, cancelled)
                     rc, rp = fc.result(), fp.result()
+                    if cancelled is not None and cancelled():
+                        raise Cancelled(f"verify cancelled at file {i + 1} of {len(targets)}; the verify "
+                                        f"commands were stopped on both hosts")
                     if rc.get("exit_code") is None or rp.get("exit_code") is None:
                         cls = "verify_error"
                     else:
