@@ -123,7 +123,7 @@ def main() -> int:
             return diff_manifests(mc, mp)
 
         kh = host.known_hosts_path
-        ssh_e = shlex.join(ep.openssh_argv("true", kh)[:-4])  # without "-l user host cmd"
+        ssh_e = shlex.join(ep.openssh_argv("true", kh)[:-5])  # without "-l user -- host cmd"
         rsync_argv = ["rsync", "-a", "--checksum", "--dry-run", "--itemize-changes", "-e", ssh_e,
                       f"{local}/", f"{ep.user}@{ep.host}:{remote_dir}/"]
 

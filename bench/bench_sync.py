@@ -183,7 +183,7 @@ def main() -> int:
         print(f"diff {t_diff:.2f}s ({mc.algo}), plan: {len(plan.files)} files, {plan.send_bytes} bytes of "
               f"changed 1 MiB chunks", file=sys.stderr)
 
-        ssh_e = shlex.join(pe.openssh_argv("true", prod.known_hosts_path)[:-4])
+        ssh_e = shlex.join(pe.openssh_argv("true", prod.known_hosts_path)[:-5])
 
         def rsync(extra: list[str]) -> tuple[float, int]:
             argv = ["rsync", "-a", *extra, "--stats", "-e", ssh_e, f"{clone_dir}/", f"root@{pe.host}:{TREE}/"]

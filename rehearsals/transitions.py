@@ -19,7 +19,7 @@ from inventory.models import Hypervisor
 from runbooks.kinds import registry
 from runbooks.models import Runbook, StepSpec
 
-from . import dispatch, incident_lifecycle
+from . import dispatch, incident_lifecycle, writers
 from .audit import record
 from .errors import FourEyesViolation, TransitionError
 from .lifecycle import (
@@ -256,6 +256,7 @@ def approve(step_run: StepRun, user, *, note: str = "", approve: bool = True) ->
     approval.save()
     incident, rehearsal = run.rehearsal.incident, run.rehearsal
     if approve:
+        writers.refuse_other_writers(run, doing=f"start step {run.step.position} ({run.step.title})")
         record(incident, user, "approval.approved",
                f"Approved step {run.step.position} ({run.step.title})" + (f": {note}" if note else ""),
                rehearsal=rehearsal, step_run=run)

@@ -49,6 +49,9 @@ class StepKind:
     # The kind that makes a dress rehearsal's stand-in of production (the clone). A dress
     # rehearsal runs it before any other step, since steps aimed at production act on the stand-in.
     provides_stand_in: ClassVar[bool] = False
+    # The kind writes files on production: one such writer at a time per production host
+    # (rehearsals/writers.py refuses a second one before it is queued).
+    writes_production: ClassVar[bool] = False
     actions: ClassVar[Mapping[str, Callable[..., str]]] = {}
     jobs: ClassVar[Mapping[str, Callable[..., dict]]] = {}
     panel: ClassVar[str | None] = None

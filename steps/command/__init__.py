@@ -2,12 +2,15 @@
 
 Covers disabling/enabling the broken service and the vendor's procedure. Output
 streams line by line; the step fails on timeout or an unexpected exit code.
+Cancelling the rehearsal stops the command on its host (its process group gets
+SIGTERM, then SIGKILL), not only the worker's end of the connection.
 """
 from __future__ import annotations
 
+from rehearsals.writers import cancel_probe
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import Int, Str
-from workers.engines.ssh import CommandFailed, CommandTimeout, SSHError
+from workers.engines.ssh import Cancelled, CommandFailed, CommandTimeout, SSHError
 
 
 @registry.register
@@ -30,7 +33,9 @@ class CommandStep(StepKind):
         try:
             with ctx.connect(endpoint) as session:
                 result = session.run(p["command"], emitter=ctx.emitter, timeout=p["timeout"],
-                                     expect_exit=p["expect_exit"])
+                                     expect_exit=p["expect_exit"], cancelled=cancel_probe(ctx))
+        except Cancelled as exc:
+            raise StepFailed(f"cancelled: {exc}", {"command": p["command"], "cancelled": True}) from exc
         except CommandFailed as exc:
             raise StepFailed(str(exc), exc.result.as_dict()) from exc
         except CommandTimeout as exc:

@@ -16,10 +16,18 @@ from pathlib import Path
 from django.conf import settings
 
 from rehearsals.models import Finding
+from rehearsals.writers import cancel_probe
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Bool, Int, List, Str
-from workers.engines.manifest import ManifestError, build_pair, classify, diff_manifests, drift_check
-from workers.engines.ssh import SSHError
+from workers.engines.manifest import (
+    ManifestError,
+    build_pair,
+    check_verify_template,
+    classify,
+    diff_manifests,
+    drift_check,
+)
+from workers.engines.ssh import Cancelled, SSHError
 
 from .actions import select_action, selection_is_used
 
@@ -44,9 +52,7 @@ class DiffStep(StepKind):
 
     def validate(self, params, target):
         cmd = params.get("verify_command")
-        if cmd and "{path}" not in cmd:
-            return ["verify_command: must contain {path}"]
-        return []
+        return [f"verify_command: {e}" for e in check_verify_template(cmd)] if cmd else []
 
     def panel_context(self, step_run, context):
         editable = (context["can_operate"] and context["rehearsal_running"]
@@ -72,12 +78,15 @@ class DiffStep(StepKind):
         clone_ep, prod_ep = ctx.clone_endpoint(), ctx.production_endpoint()
         try:
             mc, mp = build_pair(clone_ep, prod_ep, p["paths"], chunk_size=p["chunk_size"], quick=p["quick"],
-                                emitter=ctx.emitter)
+                                emitter=ctx.emitter, cancelled=cancel_probe(ctx))
             mc.save(save_dir / "clone.manifest.gz")
             mp.save(save_dir / "production.manifest.gz")
             ctx.emitter.phase("diff")
             diff = diff_manifests(mc, mp, quick=p["quick"])
-            classification = classify(diff, p.get("verify_command"), clone_ep, prod_ep, ctx.emitter, strict=False)
+            classification = classify(diff, p.get("verify_command"), clone_ep, prod_ep, ctx.emitter, strict=False,
+                                      cancelled=cancel_probe(ctx))
+        except Cancelled as exc:
+            raise StepFailed(f"cancelled: {exc}", {"cancelled": str(exc)}) from exc
         except (ManifestError, SSHError, ValueError) as exc:
             raise StepFailed(f"diff failed: {exc}") from exc
 

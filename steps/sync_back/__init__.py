@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from rehearsals.models import Finding, StepRun, SyncJournalEntry
+from rehearsals.writers import cancel_probe
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Str
 from workers.engines.manifest import Manifest, ManifestError, build_remote_manifest, diff_manifests
 from workers.engines.ssh import SSHError
-from workers.engines.sync import ConnectionLost, SyncError, SyncPlan, plan_sync, sync_back
+from workers.engines.sync import ConnectionLost, SyncCancelled, SyncError, SyncPlan, plan_sync, sync_back
 
 from .actions import rollback_action, rollback_job, run_id_for
 
@@ -60,6 +61,7 @@ class SyncBackStep(StepKind):
     label = "Sync repaired files back to production"
     targets = frozenset({"production"})
     has_preview = True
+    writes_production = True
     consumes_finding_selection = True  # a diff's selection is frozen once this step has used it
     actions = {"rollback": rollback_action}
     jobs = {"rollback": rollback_job}
@@ -149,7 +151,11 @@ class SyncBackStep(StepKind):
         run_id = run_id_for(ctx.step_run)
         try:
             report = sync_back(plan, ctx.clone_endpoint(), ctx.production_endpoint(), run_id=run_id,
-                               emitter=ctx.emitter, journal=DbJournal(ctx.step_run, ctx.emitter))
+                               emitter=ctx.emitter, journal=DbJournal(ctx.step_run, ctx.emitter),
+                               cancelled=cancel_probe(ctx))
+        except SyncCancelled as exc:
+            raise StepFailed(str(exc), {"run_id": run_id, "cancelled": str(exc),
+                                        "report": exc.report.to_dict() if exc.report else None}) from exc
         except ConnectionLost as exc:
             # No automatic rollback here: the agent on production may still be finishing a rename.
             raise StepFailed(f"connection lost during sync-back: every file is either its original or a "

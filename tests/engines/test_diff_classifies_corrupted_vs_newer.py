@@ -108,8 +108,11 @@ def test_without_verify_template_changes_are_unverified(scenario: tuple[Path, Pa
 
 
 def test_verify_template_substitutes_path_as_one_argument() -> None:
-    argv = verify_argv("dbverify --quiet 'file={path}'", b"/var/lib/db/a b;rm -rf x")
-    assert argv == ["dbverify", "--quiet", "file=/var/lib/db/a b;rm -rf x"]
+    argv = verify_argv("dbverify --quiet {path}", b"/var/lib/db/a b;rm -rf x")
+    assert argv == ["dbverify", "--quiet", "/var/lib/db/a b;rm -rf x"]
+    # {path} inside a longer, quoted word would hand the name to the tool's own parsing: refused
+    with pytest.raises(ValueError, match="must stand alone"):
+        verify_argv("dbverify --quiet 'file={path}'", b"/x")
     with pytest.raises(ValueError, match="{path}"):
         verify_argv("dbverify --all", b"/x")
 

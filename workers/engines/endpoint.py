@@ -33,6 +33,10 @@ _KEY_FIELDS = {
 KEY_TYPES = tuple(_KEY_FIELDS)
 
 
+class Cancelled(Exception):
+    """The work was cancelled (its ``cancelled()`` probe said so); its remote processes were stopped."""
+
+
 class SSHError(Exception):
     """Base class: anything that went wrong talking to a host over SSH."""
 
@@ -161,9 +165,13 @@ class Endpoint:
 
     def openssh_argv(self, remote_command: str, known_hosts_file: str | os.PathLike,
                      *, compression: bool = False) -> list[str]:
-        """An ``ssh`` argv with strict host key checking against the pinned key."""
+        """An ``ssh`` argv with strict host key checking against the pinned key.
+
+        ``-F /dev/null``: no ssh_config of this machine (a ProxyCommand, a Match exec or another
+        IdentityFile there) takes part; ``--`` before the host: a host that starts with ``-`` is a
+        name, never an option."""
         argv = [
-            "ssh", "-p", str(self.port),
+            "ssh", "-F", "/dev/null", "-p", str(self.port),
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={known_hosts_file}",
@@ -175,7 +183,7 @@ class Endpoint:
         ]
         if self.key_path:
             argv += ["-i", str(self.key_path), "-o", "IdentitiesOnly=yes"]
-        argv += ["-l", self.user, self.host, remote_command]
+        argv += ["-l", self.user, "--", self.host, remote_command]
         return argv
 
 

@@ -51,6 +51,17 @@ TRANSPORTS = ("auto", "openssh", "paramiko")
 AUTO_OPENSSH_FROM_BYTES = 32 << 20
 READ_SIZE = 1 << 20
 STDERR_TAIL = 20
+# Longest output line kept whole; longer ones go on in pieces marked with LINE_CONTINUES.
+MAX_LINE = 64 << 10
+LINE_CONTINUES = " [line continues]".encode()
+# A remote command first reports its process group on stderr (sshd makes the session's shell a
+# session and group leader), so a cancel can stop the whole group on the host, not only drop our
+# end of the connection: a command that never reads its stdin would otherwise run on.
+PGID_MARK = "understudy-pgid"
+_REPORT_PGID = f"printf '{PGID_MARK} %s\\n' $$ >&2; "
+# How long a cancelled remote process group gets after SIGTERM before SIGKILL.
+TERM_GRACE = 3.0
+CANCEL_POLL = 0.5
 # How often a paramiko reader with nothing to read looks at the exit status and the deadline.
 _POLL = 0.1
 _SEND_SLICE = 1 << 16   # at most what one Channel.send puts in packets: no copy of the whole rest
@@ -125,24 +136,38 @@ def connect(endpoint: Endpoint, *, timeout: float = 10.0) -> paramiko.SSHClient:
 
 # ---------------------------------------------------------------------------- lines
 class LineSplitter:
-    """Bytes in, complete lines (without the newline) out to ``on_line``; a final partial line on ``flush``."""
+    """Bytes in, complete lines (without the newline) out to ``on_line``; a final partial line on ``flush``.
 
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+    A line longer than ``max_line`` bytes (a command printing no newline) is handed on in pieces of
+    ``max_line`` bytes, each but the last ending with ``LINE_CONTINUES``, so the buffer stays bounded
+    whatever the command prints. ``max_line=None``: unbounded, for our own agents' records.
+    """
+
+    def __init__(self, on_line: Callable[[bytes], None], max_line: int | None = MAX_LINE) -> None:
         self.on_line = on_line
+        self.max_line = max_line
         self.buf = b""
 
     def feed(self, data: bytes) -> None:
         self.buf += data
-        if b"\n" not in data:
-            return
-        *lines, self.buf = self.buf.split(b"\n")
-        for raw in lines:
-            self.on_line(raw)
+        if b"\n" in data:
+            *lines, self.buf = self.buf.split(b"\n")
+            for raw in lines:
+                self._emit(raw)
+        while self.max_line is not None and len(self.buf) > self.max_line:
+            piece, self.buf = self.buf[:self.max_line], self.buf[self.max_line:]
+            self.on_line(piece + LINE_CONTINUES)
+
+    def _emit(self, raw: bytes) -> None:
+        while self.max_line is not None and len(raw) > self.max_line:
+            self.on_line(raw[:self.max_line] + LINE_CONTINUES)
+            raw = raw[self.max_line:]
+        self.on_line(raw)
 
     def flush(self) -> None:
         if self.buf:
             raw, self.buf = self.buf, b""
-            self.on_line(raw)
+            self._emit(raw)
 
 
 def text(raw: bytes) -> str:
@@ -187,6 +212,9 @@ class RemoteProcess(abc.ABC):
         self._on_stderr_line = on_stderr_line
         self._stderr = LineSplitter(self._stderr_line)
         self._stderr_lock = threading.Lock()
+        self.endpoint: Endpoint | None = None   # a remote process: where terminate() reaches its group
+        self.remote_pgid: int | None = None
+        self._pgid_seen = threading.Event()
 
     # -- starting
     @classmethod
@@ -197,8 +225,11 @@ class RemoteProcess(abc.ABC):
         (paramiko transport only; without it a connection is made and closed with the process)."""
         cmd = command_string(command)
         if pick_transport(transport, 0) == "openssh":
-            return _PipeProcess.openssh(endpoint, cmd, on_stderr_line, stderr_lines)
-        return _ChannelProcess(endpoint, cmd, client, on_stderr_line, stderr_lines, connect_timeout)
+            proc: RemoteProcess = _PipeProcess.openssh(endpoint, cmd, on_stderr_line, stderr_lines)
+        else:
+            proc = _ChannelProcess(endpoint, cmd, client, on_stderr_line, stderr_lines, connect_timeout)
+        proc.endpoint = endpoint
+        return proc
 
     @classmethod
     def local(cls, argv: Sequence[str], *, on_stderr_line: Callable[[str], None] | None = None,
@@ -209,6 +240,13 @@ class RemoteProcess(abc.ABC):
     # -- stderr
     def _stderr_line(self, raw: bytes) -> None:
         line = text(raw)
+        if self.remote_pgid is None and line.startswith(PGID_MARK + " "):
+            try:
+                self.remote_pgid = int(line.split()[1])
+            except (IndexError, ValueError):
+                pass
+            self._pgid_seen.set()
+            return
         self._tail.append(line)
         if self._on_stderr_line is not None:
             self._on_stderr_line(line)
@@ -286,6 +324,34 @@ class RemoteProcess(abc.ABC):
         self.killed = True
         self._drop()
 
+    def terminate(self, *, grace: float = TERM_GRACE) -> None:
+        """Stop the process on its host, then drop it: SIGTERM to its process group over a new
+        connection, SIGKILL after ``grace`` seconds if it still runs. Safe from any thread; this is
+        the cancel hook (an agent stops at its next safe point on SIGTERM)."""
+        if self.endpoint is not None and not self._done:
+            self._pump_for_pgid()
+            pgid = self.remote_pgid
+            if pgid is not None and pgid > 1:
+                steps = max(1, int(grace / 0.1))
+                # "kill -SIG -PGID", not "kill -SIG -- -PGID": dash's kill does not take "--"
+                script = (f"kill -TERM -{pgid} 2>/dev/null; i=0; while kill -0 -{pgid} 2>/dev/null && "
+                          f"[ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; kill -KILL -{pgid} 2>/dev/null; "
+                          f"true")
+                try:
+                    client = connect(self.endpoint)
+                    try:
+                        _stdin, out, _err = client.exec_command(script, timeout=grace + 10)
+                        out.channel.recv_exit_status()
+                    finally:
+                        client.close()
+                except (SSHError, OSError, paramiko.SSHException, EOFError):
+                    pass  # the host is unreachable: dropping the connection below is all that is left
+        self.kill()
+
+    def _pump_for_pgid(self) -> None:
+        """Over paramiko, stderr is read by the stdout reader: read what has come for the pgid line."""
+        self._pgid_seen.wait(0.5)
+
     def close(self) -> None:
         """Release everything; kills the process if it still runs. Idempotent."""
         if self._done:
@@ -345,7 +411,7 @@ class _ChannelProcess(RemoteProcess):
                 raise HostUnreachable(f"{endpoint}: connection was lost")
             try:
                 self.chan = transport.open_session(window_size=64 * 1024 * 1024, max_packet_size=32768)
-                self.chan.exec_command(command)
+                self.chan.exec_command(_REPORT_PGID + command)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise HostUnreachable(f"{endpoint}: cannot start a command: {exc}") from exc
             # reads and writes wake up this often to look at stderr, the exit status and the deadline
@@ -359,6 +425,16 @@ class _ChannelProcess(RemoteProcess):
         with self._stderr_lock:
             while self.chan.recv_stderr_ready():
                 self._stderr.feed(self.chan.recv_stderr(65536))
+
+    def _pump_for_pgid(self) -> None:
+        deadline = time.monotonic() + 0.5
+        while self.remote_pgid is None and time.monotonic() < deadline:
+            try:
+                self._pump_stderr()
+            except (OSError, EOFError):
+                return
+            if self.remote_pgid is None:
+                time.sleep(0.02)
 
     def write(self, data: bytes) -> None:
         # Channel.send waits at most the channel timeout (_POLL) for window space and then sends
@@ -450,8 +526,8 @@ class _PipeProcess(RemoteProcess):
     def openssh(cls, endpoint: Endpoint, command: str, on_stderr_line: Callable[[str], None] | None,
                 stderr_lines: int) -> "_PipeProcess":
         kh = endpoint.write_known_hosts()
-        return cls(endpoint.openssh_argv(command, kh), "openssh", command, on_stderr_line, stderr_lines,
-                   label=str(endpoint), known_hosts=kh)
+        return cls(endpoint.openssh_argv(_REPORT_PGID + command, kh), "openssh", command, on_stderr_line,
+                   stderr_lines, label=str(endpoint), known_hosts=kh)
 
     def _forget_known_hosts(self) -> None:
         if self.known_hosts is not None:
@@ -513,3 +589,62 @@ class _PipeProcess(RemoteProcess):
     def lost(self) -> bool:
         # the OpenSSH client's own failures (connect, host key, dropped connection) exit 255
         return self.transport == "openssh" and not self.killed and self._code == 255
+
+
+# ---------------------------------------------------------------------------- cancelling
+class CancelWatch:
+    """Polls ``cancelled()`` in the background while work runs; once it says yes, every process
+    handed to ``track`` is terminated on its host (``RemoteProcess.terminate``) and ``fired`` is
+    set. ``cancelled=None`` watches nothing. Use as a context manager around the work."""
+
+    def __init__(self, cancelled: Callable[[], bool] | None, *, interval: float = CANCEL_POLL) -> None:
+        self.cancelled, self.interval = cancelled, interval
+        self.fired = threading.Event()
+        self._stop = threading.Event()
+        self._procs: list[RemoteProcess] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def track(self, proc: RemoteProcess) -> RemoteProcess:
+        with self._lock:
+            self._procs.append(proc)
+            fired = self.fired.is_set()
+        if fired:
+            proc.terminate()
+        return proc
+
+    def check(self) -> bool:
+        """Ask now (between passes, files, …); True once cancelled."""
+        if not self.fired.is_set() and self.cancelled is not None and self.cancelled():
+            self._fire()
+        return self.fired.is_set()
+
+    def _fire(self) -> None:
+        self.fired.set()
+        with self._lock:
+            procs = list(self._procs)
+        threads = [threading.Thread(target=p.terminate, daemon=True) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TERM_GRACE + 15)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.check():
+                    return
+            except Exception:  # noqa: BLE001 — a failing probe must not kill the work it watches
+                continue
+
+    def __enter__(self) -> "CancelWatch":
+        self._stop.clear()  # one watch may cover several stretches of work (live sync passes)
+        if self.cancelled is not None and not self.fired.is_set():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(TERM_GRACE + 20)

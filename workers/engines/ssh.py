@@ -22,16 +22,16 @@ from typing import Callable, Iterable, Sequence
 
 import paramiko
 
-from .endpoint import (AuthenticationFailed, CommandFailed, CommandResult, CommandTimeout, Endpoint,
+from .endpoint import (AuthenticationFailed, Cancelled, CommandFailed, CommandResult, CommandTimeout, Endpoint,
                        HostKeyMismatch, HostUnreachable, PublicKey, SSHError, command_string, fingerprint,
                        known_hosts_name, parse_public_key)
 from .events import Emitter, NullEmitter
-from .remote import STDERR_TAIL, LineSplitter, RemoteProcess, connect, text
+from .remote import STDERR_TAIL, CancelWatch, LineSplitter, RemoteProcess, connect, text
 
 __all__ = [
     "Session", "scan_host_key", "Endpoint", "PublicKey", "CommandResult", "command_string", "fingerprint",
     "known_hosts_name", "parse_public_key", "SSHError", "HostUnreachable", "HostKeyMismatch",
-    "AuthenticationFailed", "CommandTimeout", "CommandFailed",
+    "AuthenticationFailed", "CommandTimeout", "CommandFailed", "Cancelled",
 ]
 
 
@@ -44,6 +44,9 @@ class Session:
     def __init__(self, endpoint: Endpoint, client: paramiko.SSHClient) -> None:
         self.endpoint = endpoint
         self.client = client
+        # set by an engine that can be cancelled: every process started here is then stopped on
+        # the host when the watch fires
+        self.watch: CancelWatch | None = None
 
     @classmethod
     def connect(cls, endpoint: Endpoint, *, timeout: float = 10.0) -> "Session":
@@ -61,13 +64,20 @@ class Session:
     def start(self, command: str | Sequence[str], *, on_stderr_line: Callable[[str], None] | None = None,
               stderr_lines: int = STDERR_TAIL) -> RemoteProcess:
         """Start a command on this connection and hand back the running process."""
-        return RemoteProcess.start(self.endpoint, command, client=self.client, on_stderr_line=on_stderr_line,
+        proc = RemoteProcess.start(self.endpoint, command, client=self.client, on_stderr_line=on_stderr_line,
                                    stderr_lines=stderr_lines)
+        if self.watch is not None:
+            self.watch.track(proc)
+        return proc
 
     def run(self, command: str | Sequence[str], *, emitter: Emitter | None = None,
             timeout: float | None = None, stdin: bytes | None = None,
-            expect_exit: int | Iterable[int] | None = None, tail_lines: int = 200) -> CommandResult:
+            expect_exit: int | Iterable[int] | None = None, tail_lines: int = 200,
+            cancelled: Callable[[], bool] | None = None) -> CommandResult:
         """Run a command, streaming stdout/stderr line by line to ``emitter``.
+
+        ``cancelled``: polled while it runs; once it says yes the command's process group is
+        stopped on the host (SIGTERM, then SIGKILL) and ``Cancelled`` is raised.
 
         ``expect_exit``: if given, a different exit code raises ``CommandFailed``.
         ``timeout``: wall-clock seconds; on expiry the channel is closed (the remote
@@ -84,10 +94,14 @@ class Session:
 
         out = LineSplitter(stdout_line)
         start = time.monotonic()
-        proc, exit_code, timed_out = self._complete(cmd, stdin, out.feed, timeout,
-                                                    on_stderr_line=lambda line: emitter.log(line, "stderr"),
-                                                    stderr_lines=tail_lines)
+        with CancelWatch(cancelled) as watch:
+            proc, exit_code, timed_out = self._complete(cmd, stdin, out.feed, timeout,
+                                                        on_stderr_line=lambda line: emitter.log(line, "stderr"),
+                                                        stderr_lines=tail_lines, watch=watch)
         out.flush()
+        if watch.fired.is_set():
+            raise Cancelled(f"{self.endpoint}: cancelled; the command was stopped on the host after "
+                            f"{time.monotonic() - start:.1f}s: {cmd}")
         err_tail = proc.stderr_tail
         result = CommandResult(cmd, exit_code, time.monotonic() - start, list(out_tail), err_tail, timed_out)
         if timed_out:
@@ -118,12 +132,14 @@ class Session:
         return b"".join(chunks)
 
     def _complete(self, cmd: str, stdin: bytes | None, on_stdout: Callable[[bytes], None], timeout: float | None,
-                  *, on_stderr_line: Callable[[str], None] | None = None,
-                  stderr_lines: int = STDERR_TAIL) -> tuple[RemoteProcess, int | None, bool]:
+                  *, on_stderr_line: Callable[[str], None] | None = None, stderr_lines: int = STDERR_TAIL,
+                  watch: CancelWatch | None = None) -> tuple[RemoteProcess, int | None, bool]:
         """Run ``cmd`` to its end: ``stdin`` sent, stdout to ``on_stdout``. Returns the (closed)
         process, its exit code (None on timeout) and whether ``timeout`` seconds passed first."""
         start = time.monotonic()
         proc = self.start(cmd, on_stderr_line=on_stderr_line, stderr_lines=stderr_lines)
+        if watch is not None:
+            watch.track(proc)
         try:
             if stdin is not None:
                 proc.write(stdin)

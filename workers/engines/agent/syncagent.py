@@ -43,6 +43,12 @@ except ImportError:  # run from the source tree (tests, local use)
     from workers.engines.agent import hashagent  # type: ignore
 
 BLOCK_DIGEST_BYTES = 8   # per-4 KiB-block digests only pick what to send; the whole-file hash verifies
+# Memory bounds, whatever the file size: a frame carries at most FRAME_BYTES of file data, a frame
+# header line at most HEADER_BYTES, and one request names chunks whose block digests fit in
+# REQUEST_DIGEST_BYTES; a file is sent as a series of requests, each answered by a series of frames.
+FRAME_BYTES = 1 << 20
+HEADER_BYTES = 1 << 20
+REQUEST_DIGEST_BYTES = 512 << 10
 RDONLY_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 RDONLY_FILE = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -56,6 +62,13 @@ class FileFailure(Exception):
     def __init__(self, kind, message):
         Exception.__init__(self, message)
         self.kind = kind
+
+
+class ProtocolError(FileFailure):
+    """The peer broke the frame protocol: the stream cannot be trusted any more, the run stops."""
+
+    def __init__(self, message):
+        FileFailure.__init__(self, "protocol", message)
 
 
 class StreamEnded(Exception):
@@ -79,11 +92,17 @@ def emit(obj):
     STDOUT.flush()
 
 
-def read_line():
-    line = STDIN.readline()
+def read_line(limit=-1):
+    """One JSON line from stdin; ``limit``: refuse a longer line (ProtocolError) without reading on."""
+    line = STDIN.readline(limit)
     if not line.endswith(b"\n"):
+        if limit > 0 and len(line) >= limit:
+            raise ProtocolError("protocol error: a frame header longer than %d bytes" % limit)
         raise StreamEnded("input ended")
-    return json.loads(line.decode("utf-8"))
+    try:
+        return json.loads(line.decode("utf-8"))
+    except ValueError:
+        raise ProtocolError("protocol error: a frame header that is not JSON: %r" % line[:80])
 
 
 def read_exact(n):
@@ -271,26 +290,135 @@ def state(journal, rec):
     emit(out)
 
 
+def open_backup_dir(backup_dir, create=True):
+    """fd of the backup dir, walked from / one component at a time with O_NOFOLLOW (a symlink
+    anywhere in its path is refused). Every directory above it must be owned by root or us and not
+    writable by others (unless sticky), the backup dir itself owned by us (the ssh user) and 0700:
+    otherwise someone else could swap a backup or the journal under us."""
+    if not backup_dir.startswith(b"/"):
+        raise FileFailure("unsafe_backup_dir", "backup dir %s is not absolute" % show(backup_dir))
+    parts = [p for p in backup_dir.split(b"/") if p]
+    if not parts or any(p in (b".", b"..") for p in parts):
+        raise FileFailure("unsafe_backup_dir", "backup dir %s is not a plain absolute path" % show(backup_dir))
+    me = os.geteuid()
+    fd = os.open("/", RDONLY_DIR)
+    where = b""
+    try:
+        for n, part in enumerate(parts):
+            where += b"/" + part
+            try:
+                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if n < len(parts) - 1:
+                if st.st_uid not in (0, me) or (mode & 0o022 and not mode & stat.S_ISVTX):
+                    raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: %s is owned by uid %d "
+                                      "with mode %04o (others could replace what is below it)"
+                                      % (show(backup_dir), show(where), st.st_uid, mode))
+            elif st.st_uid != me or mode & 0o077:
+                raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: owned by uid %d with mode %04o; it "
+                                  "must be owned by the ssh user (uid %d) and mode 0700"
+                                  % (show(backup_dir), st.st_uid, mode, me))
+        return fd
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FileFailure("unsafe_backup_dir", "refusing backup dir %s: %s is a symlink or not a directory"
+                              % (show(backup_dir), show(where)))
+        raise classify(exc, "backup dir", backup_dir)
+    except FileFailure:
+        os.close(fd)
+        raise
+
+
 def open_run_dir(backup_dir, run_id, create=True):
     if "/" in run_id or run_id in ("", ".", ".."):
         raise FileFailure("unsafe_path", "bad run id %r" % run_id)
-    if create:
-        try:
-            os.makedirs(backup_dir, 0o700)
-        except FileExistsError:
-            pass
-    bfd = open_root(backup_dir)
+    bfd = open_backup_dir(backup_dir, create)
     try:
         if create:
             try:
                 os.mkdir(run_id, 0o700, dir_fd=bfd)
             except FileExistsError:
                 pass
-        return os.open(run_id, RDONLY_DIR, dir_fd=bfd)
+        rfd = os.open(run_id, RDONLY_DIR, dir_fd=bfd)
+        st = os.fstat(rfd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            os.close(rfd)
+            raise FileFailure("unsafe_backup_dir", "refusing run directory %s/%s: owned by uid %d with mode %04o; "
+                              "it must be the ssh user's and 0700"
+                              % (show(backup_dir), run_id, st.st_uid, stat.S_IMODE(st.st_mode)))
+        return rfd
     except OSError as exc:
         raise classify(exc, "backup run directory", backup_dir + b"/" + run_id.encode())
     finally:
         os.close(bfd)
+
+
+# ---------------------------------------------------------------- one writer at a time
+LOCK_NAME = b".understudy-writer.lock"
+
+
+def take_writer_lock(backup_dir, run_id, what):
+    """An exclusive flock on ``<backup_dir>/.understudy-writer.lock``, taken without waiting and held
+    until this process ends (the kernel drops it, even on SIGKILL). The holder writes who it is."""
+    import fcntl
+    bfd = open_backup_dir(backup_dir, create=True)
+    try:
+        fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                     dir_fd=bfd)
+    finally:
+        os.close(bfd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        since = holder.get("since")
+        raise FileFailure("locked", "another understudy writer holds production's lock since %s (run %s, %s, pid %s); "
+                          "refusing to %s beside it"
+                          % (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since else "?",
+                             holder.get("run_id", "?"), holder.get("what", "?"), holder.get("pid", "?"), what))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": round(time.time(), 3),
+                              "what": what}).encode("ascii"), 0)
+    return fd
+
+
+# ---------------------------------------------------------------- stopping on request
+class Cancelled(StreamEnded):
+    """SIGTERM from the worker (the step was cancelled): stop at the next safe point."""
+
+
+STOP = {"critical": 0, "pending": False}
+
+
+def on_sigterm(signum, frame):
+    # between the backup link and the file's last record the swap must complete: stop after it
+    if STOP["critical"]:
+        STOP["pending"] = True
+        return
+    raise Cancelled("stopped by SIGTERM")
+
+
+def stop_if_pending():
+    if STOP["pending"] and not STOP["critical"]:
+        raise Cancelled("stopped by SIGTERM")
 
 
 # ---------------------------------------------------------------- helpers
@@ -392,6 +520,7 @@ class Applier(object):
 
     def run(self):
         if self.backup_dir is not None:
+            self.lock_fd = take_writer_lock(self.backup_dir, self.run_id, "sync back")
             self.run_fd = open_run_dir(self.backup_dir, self.run_id)
             self.journal = Journal(self.run_fd)
             self.journal.write({"state": "run_start", "pid": os.getpid(), "fingerprint": self.plan.get("fingerprint"),
@@ -404,15 +533,21 @@ class Applier(object):
                 emit({"ev": "skip", "i": f["i"]})
                 continue
             try:
+                stop_if_pending()
                 outcome = self.one(f)
                 summary[outcome] += 1
+                stop_if_pending()
+            except Cancelled:
+                if self.journal is not None:
+                    self.journal.write(dict(summary, state="run_end", stopped=True, cancelled=True))
+                raise
             except StreamEnded:
                 raise
             except FileFailure as exc:
                 summary["failed"] += 1
                 state(self.journal, {"i": f["i"], "rel": f["rel"], "state": "failed", "kind": exc.kind,
                                      "message": str(exc)})
-                if not self.continue_on_error:
+                if not self.continue_on_error or exc.kind == "protocol":
                     stopped = True
         if self.journal is not None:
             self.journal.write(dict(summary, state="run_end", stopped=stopped))
@@ -434,6 +569,7 @@ class Applier(object):
         tname = temp_name(name, self.run_id)
         ofd = tfd = flusher = None
         created_backup = None
+        depth = STOP["critical"]
         try:
             if remove_leftover(pfd, tname):
                 state(self.journal, dict(base, state="leftover_removed"))
@@ -473,41 +609,28 @@ class Applier(object):
                 is not None else None
             if chunks is None:  # live sync: source size unknown up front -> every chunk we have
                 chunks = list(range((st0.st_size + self.d.chunk - 1) // self.d.chunk + 1))
-            blocks = {}
-            for c in chunks:
-                if c * self.d.chunk < st0.st_size:
-                    blocks[str(c)] = b64(block_digests(self.d, tfd, c, self.block))
             asked[0] = True
-            emit({"ev": "need", "i": i, "size": st0.st_size, "chunks": chunks, "blocks": blocks})
-            head = read_line()
-            if head.get("i") != i:
-                raise FileFailure("protocol", "stream out of order: got file %r, expected %r" % (head.get("i"), i))
-            if "error" in head:
-                raise FileFailure("source_error", "source: %s" % head["error"])
-            data = read_exact(head["n"])
-            # 3. patch, size, metadata, fsync, verify — all on the temp file
+            last = self.receive(i, tfd, st0, f, chunks, path)
+            data_bytes = last["n_total"]
+            # 3. size, metadata, fsync, verify — all on the temp file (the blocks are patched in)
             try:
-                pos = 0
-                for o, n in head["ranges"]:
-                    write_all(tfd, data[pos:pos + n], o)
-                    pos += n
-                os.ftruncate(tfd, head["size"])
+                os.ftruncate(tfd, last["size"])
                 os.fchown(tfd, st0.st_uid, st0.st_gid)  # chown first: it clears set-id bits
                 os.fchmod(tfd, stat.S_IMODE(st0.st_mode))
                 copy_xattrs(ofd, tfd)
-                mtime = head["mtime_ns"] if self.plan.get("mtime") == "source" else st0.st_mtime_ns
+                mtime = last["mtime_ns"] if self.plan.get("mtime") == "source" else st0.st_mtime_ns
                 os.utime(tfd, ns=(st0.st_atime_ns, mtime))
                 flusher.join()
                 os.fsync(tfd)
             except OSError as exc:
                 raise classify(exc, "write temp file", path)
-            want = f.get("source_hash") or head.get("hash")
+            want = f.get("source_hash") or last.get("hash")
             got = self.d.of_fd(tfd)
             if got != want:
                 raise FileFailure("verify_failed", "%s: patched copy hashes to %s, the source to %s — the source "
                                                    "changed or the stream was damaged; nothing swapped"
                                   % (show(path), got[:16], (want or "?")[:16]))
-            state(self.journal, dict(base, state="patched", bytes=len(data), ranges=len(head["ranges"]),
+            state(self.journal, dict(base, state="patched", bytes=data_bytes, ranges=last["ranges_total"],
                                      hash=got))
             # 4. the original must still be the one we copied, right before it is backed up and swapped
             try:
@@ -519,6 +642,7 @@ class Applier(object):
             if not same_file(st0, st2):
                 raise FileFailure("target_changed", "target changed during sync: %s was modified while the new "
                                                     "version was prepared; nothing swapped" % show(path))
+            STOP["critical"] += 1   # from here to the file's last record a SIGTERM waits
             if self.run_fd is not None:
                 created_backup = self.backup(pfd, name, ofd, st0, have, path)
                 st3 = os.fstat(ofd)
@@ -550,7 +674,7 @@ class Applier(object):
                 raise FileFailure("verify_failed", "%s: content after the swap hashes to %s, expected %s; the "
                                                    "original is in the backup dir" % (show(path), final[:16],
                                                                                        want[:16]))
-            state(self.journal, dict(base, state="done", hash=final, bytes=len(data)))
+            state(self.journal, dict(base, state="done", hash=final, bytes=data_bytes))
             return "done"
         except (FileFailure, StreamEnded, BrokenPipeError) as exc:
             # BrokenPipeError: the worker went away while we were reporting (stdout closed)
@@ -563,12 +687,89 @@ class Applier(object):
                 self.unlink_quiet(pfd, tname)
             raise
         finally:
+            STOP["critical"] = depth
             if flusher is not None:
                 flusher.join()  # never close an fd another thread is syncing
             for fd in (ofd, tfd):
                 if fd is not None:
                     os.close(fd)
             os.close(pfd)
+
+    def receive(self, i, tfd, st0, f, chunks, path):
+        """Ask for the blocks of ``chunks`` the temp file lacks, in requests whose digests stay under
+        REQUEST_DIGEST_BYTES, and patch each frame in as it comes (at most FRAME_BYTES held).
+        Returns the last frame's header with the totals; a frame outside what was asked for, or
+        larger than FRAME_BYTES, is a ProtocolError before any of its bytes are read."""
+        per_chunk = max(1, (self.d.chunk // self.block) * BLOCK_DIGEST_BYTES)
+        batch = max(1, REQUEST_DIGEST_BYTES // per_chunk)
+        live = f.get("source_hash") is None   # the source sends every chunk it has, size unknown here
+        totals = {"n_total": 0, "ranges_total": 0}
+        last = None
+        for start in range(0, max(1, len(chunks)), batch):
+            part = chunks[start:start + batch]
+            final = start + batch >= len(chunks)
+            blocks = {}
+            for c in part:
+                if c * self.d.chunk < st0.st_size:
+                    blocks[str(c)] = b64(block_digests(self.d, tfd, c, self.block))
+            emit({"ev": "need", "i": i, "size": st0.st_size, "chunks": part, "blocks": blocks, "final": final})
+            allowed = None if live else set(part)
+            failure = None   # a write that failed: the request's remaining frames are still read
+            while True:
+                head = read_line(HEADER_BYTES)
+                if head.get("i") != i:
+                    raise ProtocolError("protocol error: stream out of order: got file %r, expected %r"
+                                        % (head.get("i"), i))
+                if "error" in head:
+                    raise FileFailure("source_error", "source: %s" % head["error"])
+                try:
+                    self.patch_frame(tfd, head, allowed, path, write=failure is None)
+                except ProtocolError:
+                    raise
+                except FileFailure as exc:
+                    failure = exc
+                totals["n_total"] += head["n"]
+                totals["ranges_total"] += len(head["ranges"])
+                if not head.get("more"):
+                    break
+            if failure is not None:
+                raise failure
+            last = head
+        if not isinstance(last.get("size"), int) or last["size"] < 0 or not isinstance(last.get("mtime_ns"), int):
+            raise ProtocolError("protocol error: the last frame of %s has no size/mtime" % show(path))
+        if f.get("source_size") is not None and last["size"] != f["source_size"]:
+            raise ProtocolError("protocol error: %s: the source says size %d, the plan %d"
+                                % (show(path), last["size"], f["source_size"]))
+        return dict(last, **totals)
+
+    def patch_frame(self, tfd, head, allowed, path, write=True):
+        n, ranges, chunk = head.get("n"), head.get("ranges"), self.d.chunk
+        if not isinstance(n, int) or not isinstance(ranges, list) or n < 0:
+            raise ProtocolError("protocol error: a frame without a byte count and ranges")
+        if n > FRAME_BYTES:
+            raise ProtocolError("protocol error: a frame claims %d bytes, more than the %d a frame may carry; "
+                                "nothing read" % (n, FRAME_BYTES))
+        total = 0
+        for r in ranges:
+            if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(x, int) for x in r)
+                    or r[0] < 0 or r[1] <= 0):
+                raise ProtocolError("protocol error: a malformed range %r" % (r,))
+            if allowed is not None and any(c not in allowed for c in range(r[0] // chunk, (r[0] + r[1] - 1) // chunk + 1)):
+                raise ProtocolError("protocol error: a frame writes %d bytes at %d, outside the chunks requested "
+                                    "for %s" % (r[1], r[0], show(path)))
+            total += r[1]
+        if total != n:
+            raise ProtocolError("protocol error: a frame's ranges hold %d bytes, its header says %d" % (total, n))
+        data = read_exact(n)
+        if not write:
+            return
+        try:
+            pos = 0
+            for o, k in ranges:
+                write_all(tfd, data[pos:pos + k], o)
+                pos += k
+        except OSError as exc:
+            raise classify(exc, "write temp file", path)
 
     def unlink_quiet(self, dfd, name):
         try:
@@ -606,10 +807,20 @@ class Applier(object):
             else:
                 try:
                     os.link(name, bname, src_dir_fd=pfd, dst_dir_fd=bpfd, follow_symlinks=False)
+                    linked = True
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise classify(exc, "hard-link original into backup dir", path)
                     self.copy_into(ofd, bpfd, bname, st0, path)
+                    linked = False
+                if linked:
+                    # the name may have been swapped between our open and the link: the backup must
+                    # be the very inode we copied and hashed
+                    lst = os.lstat(bname, dir_fd=bpfd)
+                    if (lst.st_dev, lst.st_ino) != (st0.st_dev, st0.st_ino):
+                        os.unlink(bname, dir_fd=bpfd)
+                        raise FileFailure("target_changed", "target changed during sync: the backup link of %s is "
+                                          "not the file that was copied; nothing swapped" % show(path))
                 os.fsync(bpfd)
                 created = (os.dup(bpfd), bname)
             return created
@@ -641,27 +852,46 @@ def reader(plan):
     roots = [unb64(r) for r in plan["source_roots"]]
     files = dict((f["i"], f) for f in plan["files"])
     root_fds = {}
+    current = [None]   # (index, fd, stat) of the file whose requests are being answered
+
+    def close_current():
+        if current[0] is not None:
+            os.close(current[0][1])
+            current[0] = None
+
     while True:
         line = STDIN.readline()
         if not line:
+            close_current()
             return 0
         req = json.loads(line.decode("utf-8"))
         if req.get("ev") == "skip":
+            if current[0] is not None and current[0][0] == req.get("i"):
+                close_current()
             continue
         f = files[req["i"]]
         try:
-            frame, payload = read_one(d, block, roots, root_fds, f, req)
-        except FileFailure as exc:
-            frame, payload = {"i": f["i"], "error": str(exc).replace("production", "source")}, b""
-        except OSError as exc:
-            frame, payload = {"i": f["i"], "error": "read: %s" % (exc.strerror or exc)}, b""
-        STDOUT.write((json.dumps(frame, separators=(",", ":")) + "\n").encode("ascii"))
-        if payload:
-            STDOUT.write(payload)
-        STDOUT.flush()
+            if current[0] is None or current[0][0] != f["i"]:
+                close_current()
+                current[0] = (f["i"],) + open_source(d, roots, root_fds, f)
+            for frame, payload in read_frames(d, block, f, req, current[0][1], current[0][2]):
+                STDOUT.write((json.dumps(frame, separators=(",", ":")) + "\n").encode("ascii"))
+                if payload:
+                    STDOUT.write(payload)
+                STDOUT.flush()
+        except (FileFailure, OSError) as exc:
+            message = (str(exc).replace("production", "source") if isinstance(exc, FileFailure)
+                       else "read: %s" % (exc.strerror or exc))
+            STDOUT.write((json.dumps({"i": f["i"], "error": message}, separators=(",", ":")) + "\n")
+                         .encode("ascii"))
+            STDOUT.flush()
+            close_current()
+            continue
+        if req.get("final", True):
+            close_current()
 
 
-def read_one(d, block, roots, root_fds, f, req):
+def open_source(d, roots, root_fds, f):
     ri = f["root"]
     if ri not in root_fds:
         root_fds[ri] = open_root(roots[ri])
@@ -671,49 +901,80 @@ def read_one(d, block, roots, root_fds, f, req):
         fd, st = open_regular(pfd, name, roots[ri], roots[ri] + b"/" + rel)
     finally:
         os.close(pfd)
-    try:
-        if f.get("source_size") is not None and st.st_size != f["source_size"]:
-            raise FileFailure("source_changed", "%s changed since the diff (size %d, plan %d)"
-                              % (show(rel), st.st_size, f["source_size"]))
-        theirs = dict((int(k), unb64(v)) for k, v in req["blocks"].items())
-        chunks = req["chunks"]
-        if f.get("source_hash") is None:  # live sync: every chunk of the current source
-            chunks = list(range((st.st_size + d.chunk - 1) // d.chunk))
-        ranges, parts = [], []
-        for c in chunks:
-            data = os.pread(fd, d.chunk, c * d.chunk)
-            mine = theirs.get(c, b"")
+    if f.get("source_size") is not None and st.st_size != f["source_size"]:
+        os.close(fd)
+        raise FileFailure("source_changed", "%s changed since the diff (size %d, plan %d)"
+                          % (show(rel), st.st_size, f["source_size"]))
+    return fd, st
+
+
+def read_frames(d, block, f, req, fd, st):
+    """Frames answering one request: at most FRAME_BYTES of differing blocks each, read FRAME_BYTES
+    at a time. The last frame (``more`` false) of the file's final request carries its size, mtime
+    and, in live sync, its hash."""
+    theirs = dict((int(k), unb64(v)) for k, v in req["blocks"].items())
+    chunks = list(req["chunks"])
+    final = req.get("final", True)
+    if f.get("source_hash") is None and final:
+        # live sync: the target does not know the source's size; the last request takes the rest
+        have = (st.st_size + d.chunk - 1) // d.chunk
+        chunks += [c for c in range((max(chunks) + 1) if chunks else 0, have)]
+    ranges, parts, held = [], [], [0]
+
+    def frame(more):
+        head = {"i": f["i"], "ranges": [list(r) for r in ranges], "n": held[0], "more": more}
+        payload = b"".join(parts)
+        del ranges[:], parts[:]
+        held[0] = 0
+        return head, payload
+
+    step = max(block, (FRAME_BYTES // block) * block)
+    for c in chunks:
+        mine = theirs.get(c, b"")
+        for sub in range(0, d.chunk, step):
+            data = os.pread(fd, min(step, d.chunk - sub), c * d.chunk + sub)
+            if not data:
+                break
             for o in range(0, len(data), block):
                 piece = data[o:o + block]
-                k = (o // block) * BLOCK_DIGEST_BYTES
-                if mine[k:k + BLOCK_DIGEST_BYTES] == d.block(piece) and len(mine) >= k + BLOCK_DIGEST_BYTES:
+                k = ((sub + o) // block) * BLOCK_DIGEST_BYTES
+                if len(mine) >= k + BLOCK_DIGEST_BYTES and mine[k:k + BLOCK_DIGEST_BYTES] == d.block(piece):
                     continue
-                at = c * d.chunk + o
+                if held[0] + len(piece) > FRAME_BYTES:
+                    yield frame(True)
+                at = c * d.chunk + sub + o
                 if ranges and ranges[-1][0] + ranges[-1][1] == at:
                     ranges[-1][1] += len(piece)
                 else:
                     ranges.append([at, len(piece)])
                 parts.append(piece)
-        frame = {"i": f["i"], "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ranges": ranges,
-                 "n": sum(len(p) for p in parts)}
+                held[0] += len(piece)
+    head, payload = frame(False)
+    if final:
+        head.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if f.get("source_hash") is None:
-            frame["hash"] = d.of_fd(fd)
-            after = os.fstat(fd)
-            if not same_file(st, after):
-                raise FileFailure("source_changed", "%s is being written to; retry" % show(rel))
-        return frame, b"".join(parts)
-    finally:
-        os.close(fd)
+            head["hash"] = d.of_fd(fd)
+            if not same_file(st, os.fstat(fd)):
+                raise FileFailure("source_changed", "%s is being written to; retry" % show(unb64(f["rel"])))
+    yield head, payload
 
 
 # ---------------------------------------------------------------- rollback (production side)
 def rollback(plan):
+    """Restore the files the worker names (``plan["files"]``: root, rel, orig_hash, new_hash from
+    the approved plan and the worker's own journal). The journal file on production is only
+    read for the hash algorithm when the worker does not say, and for its file list only when the
+    worker gives none (engine callers without a journal of their own)."""
     backup_dir = unb64(plan["backup_dir"])
     run_id = plan["run_id"]
     try:
+        lock_fd = take_writer_lock(backup_dir, run_id, "roll back")
         run_fd = open_run_dir(backup_dir, run_id, create=False)
     except FileFailure as exc:
-        emit({"ev": "fatal", "message": "no backup for run %s: %s" % (run_id, exc)})
+        if exc.kind in ("locked", "unsafe_backup_dir"):
+            emit({"ev": "fatal", "kind": exc.kind, "message": str(exc)})
+        else:
+            emit({"ev": "fatal", "message": "no backup for run %s: %s" % (run_id, exc)})
         return 2
     try:
         jfd = os.open("journal.jsonl", RDONLY_FILE, dir_fd=run_fd)
@@ -721,26 +982,38 @@ def rollback(plan):
         emit({"ev": "fatal", "message": "run %s has no journal: %s" % (run_id, exc.strerror)})
         return 2
     with os.fdopen(jfd, "rb") as fh:
-        records = [json.loads(l) for l in fh if l.strip().endswith(b"}")]  # a torn last line is ignored
+        records = []
+        for l in fh:
+            if l.strip().endswith(b"}"):  # a torn last line is ignored
+                try:
+                    records.append(json.loads(l))
+                except ValueError:
+                    pass
     start = [r for r in records if r.get("state") == "run_start"]
-    if not start:
-        emit({"ev": "fatal", "message": "journal of run %s has no run_start record" % run_id})
-        return 2
-    head = start[0]
+    if plan.get("files") is not None:
+        head = {"algo": plan["algo"], "mode": plan["mode"], "chunk": plan["chunk"], "roots": plan["roots"]}
+        items = dict(((r["root"], r["rel"]), r) for r in plan["files"])
+    else:
+        if not start:
+            emit({"ev": "fatal", "message": "journal of run %s has no run_start record" % run_id})
+            return 2
+        head = start[0]
+        items = {}
+        for r in records:
+            if r.get("state") == "backed_up":
+                items[(r["root"], r["rel"])] = r  # latest record per file wins (resumed runs)
     d = Digest(head["algo"], head["mode"], head["chunk"])
     allowed = set(head["roots"])
-    items = {}
-    for r in records:
-        if r.get("state") == "backed_up":
-            items[(r["root"], r["rel"])] = r  # latest record per file wins (resumed runs)
     journal = Journal(run_fd)
     journal.write({"state": "rollback_start", "pid": os.getpid()})
     summary = {"restored": 0, "unchanged": 0, "failed": 0}
     for (root64, rel64), r in sorted(items.items()):
         base = {"rel": rel64, "root": root64}
         try:
+            stop_if_pending()
             if root64 not in allowed:
                 raise FileFailure("unsafe_path", "journal names a root outside the run's roots")
+            check_rel(unb64(rel64))
             outcome = restore_one(d, run_id, run_fd, unb64(root64), unb64(rel64), r, journal, base)
             summary[outcome] += 1
         except FileFailure as exc:
@@ -748,6 +1021,7 @@ def rollback(plan):
             state(journal, dict(base, state="rollback_failed", kind=exc.kind, message=str(exc)))
     journal.write(dict(summary, state="rollback_end"))
     emit(dict(summary, ev="end"))
+    os.close(lock_fd)
     return 0
 
 
@@ -794,11 +1068,14 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
         if got != r["orig_hash"]:
             raise FileFailure("verify_failed", "backup of %s hashes to %s, the journal recorded %s; not restored"
                               % (show(path), got[:16], r["orig_hash"][:16]))
+        STOP["critical"] += 1
         try:
             os.rename(tname, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             os.fsync(pfd)
         except OSError as exc:
             raise classify(exc, "rename over target", path)
+        finally:
+            STOP["critical"] -= 1
         tfd_closed = tfd
         tfd = None
         os.close(tfd_closed)
@@ -826,6 +1103,9 @@ def restore_one(d, run_id, run_fd, root, rel, r, journal, base):
 
 def main(argv):
     mode = argv[0] if argv else ""
+    if mode in ("apply", "rollback"):
+        import signal
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         plan = read_line()
     except StreamEnded:
@@ -838,6 +1118,10 @@ def main(argv):
             return 0
         if mode == "rollback":
             return rollback(plan)
+    except Cancelled as exc:
+        # the temp file of the file in flight was removed in one(); every target is whole
+        sys.stderr.write("E cancelled: %s\n" % exc)
+        return 5
     except StreamEnded as exc:
         # the worker went away mid-file: the temp file was removed in one(); the target is untouched
         sys.stderr.write("E stream ended: %s\n" % exc)

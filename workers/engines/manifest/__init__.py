@@ -22,8 +22,8 @@ from .hashing import (PREFERENCE, Algorithm, Probe, build_local_manifest, build_
                       build_remote_manifest, negotiate_algorithm, probe_host)
 from .model import DEFAULT_CHUNK, Entry, Local, Manifest, ManifestError, join_path, show_path
 from .shell import SHELL_AGENT, SHELL_TOOLS, parse_shell_output
-from .verify import (CLASSES, VERDICT_LABELS, Classification, Classified, CorruptedOnBoth, classify, diff_hosts,
-                     verify_argv)
+from .verify import (CLASSES, VERDICT_LABELS, Classification, Classified, CorruptedOnBoth, check_verify_template,
+                     classify, diff_hosts, verify_argv)
 
 __all__ = [
     "CATEGORIES", "CHANGE_LABELS", "DiffEntry", "DiffResult", "check_comparable", "diff_manifests",
@@ -33,5 +33,5 @@ __all__ = [
     "DEFAULT_CHUNK", "Entry", "Local", "Manifest", "ManifestError", "join_path", "show_path",
     "SHELL_AGENT", "SHELL_TOOLS", "parse_shell_output",
     "CLASSES", "VERDICT_LABELS", "Classification", "Classified", "CorruptedOnBoth", "classify", "diff_hosts",
-    "verify_argv",
+    "verify_argv", "check_verify_template",
 ]

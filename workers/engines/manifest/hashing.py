@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..agent import NO_PYTHON_EXIT, agent_argv, agent_command, agent_payload, hashagent
-from ..endpoint import CommandTimeout, Endpoint, command_string
+from ..endpoint import Cancelled, CommandTimeout, Endpoint, command_string
 from ..events import Emitter, NullEmitter
-from ..remote import LineSplitter, RemoteProcess
+from ..remote import CancelWatch, LineSplitter, RemoteProcess
 from ..ssh import Session
 from .model import DEFAULT_CHUNK, Entry, Local, Manifest, ManifestError
 from .shell import SHELL_AGENT, SHELL_TOOL_BINARIES, SHELL_TOOLS, parse_shell_output
@@ -40,7 +40,8 @@ class _AgentOutput:
         self.host = host
         self.manifest: Manifest | None = None
         self.records = 0  # lines seen before the trailer (header included)
-        self.lines = LineSplitter(self._line)
+        # one record carries every chunk digest of a file: a big file's line is long, and unbounded
+        self.lines = LineSplitter(self._line, max_line=None)
         self.feed = self.lines.feed
 
     def _line(self, line: bytes) -> None:
@@ -426,8 +427,11 @@ def _gather(futures: Sequence[Any], on_failure: Callable[[list[Any]], None]) -> 
 def build_pair(clone: Endpoint | None, prod: Endpoint | None, clone_roots: Sequence[str | bytes],
                prod_roots: Sequence[str | bytes] | None = None, *, algo: Algorithm | None = None,
                chunk_size: int = DEFAULT_CHUNK, quick: bool = False, emitter: Emitter | None = None,
-               threads: int = 0, **kw: Any) -> tuple[Manifest, Manifest]:
+               threads: int = 0, cancelled: Callable[[], bool] | None = None, **kw: Any) -> tuple[Manifest, Manifest]:
     """Hash clone and production at the same time (two threads, two SSH sessions).
+
+    ``cancelled``: polled while the agents hash; once it says yes both are stopped on their hosts
+    and ``Cancelled`` is raised.
 
     One SSH session per remote side (a connection costs ~0.1 s here). With
     ``algo=None`` negotiation happens inside the agent run (``--negotiate``): each
@@ -437,10 +441,28 @@ def build_pair(clone: Endpoint | None, prod: Endpoint | None, clone_roots: Seque
     """
     emitter = emitter or NullEmitter()
     side = _SideEmitter(emitter)
+    watch = CancelWatch(cancelled)
+    try:
+        with watch:
+            return _build_pair(clone, prod, clone_roots, prod_roots, algo, chunk_size, quick, emitter, side, threads,
+                               watch, kw)
+    except Exception as exc:
+        if watch.fired.is_set():
+            raise Cancelled("the diff was cancelled; both hash agents were stopped on their hosts") from exc
+        raise
+
+
+def _build_pair(clone: Endpoint | None, prod: Endpoint | None, clone_roots: Sequence[str | bytes],
+                prod_roots: Sequence[str | bytes] | None, algo: Algorithm | None, chunk_size: int, quick: bool,
+                emitter: Emitter, side: "_SideEmitter", threads: int, watch: CancelWatch,
+                kw: dict) -> tuple[Manifest, Manifest]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         sessions: list[Session | None] = _gather(
             [pool.submit(Session.connect, ep) if ep is not None else None for ep in (clone, prod)],
             lambda opened: [s.close() for s in opened if s is not None])
+        for s in sessions:
+            if s is not None:
+                s.watch = watch
         try:
             eps, roots_of = (clone, prod), (clone_roots, prod_roots or clone_roots)
             labels, sides = ("clone", "production"), (side.for_side("clone"), side.for_side("production"))
@@ -478,7 +500,10 @@ def build_pair(clone: Endpoint | None, prod: Endpoint | None, clone_roots: Seque
                 else:
                     hashed.append(pool.submit(build_manifest, eps[i], roots_of[i], emitter=sides[i],
                                               label=labels[i], session=sessions[i], **common))
-            return hashed[0].result(), hashed[1].result()
+            pair = hashed[0].result(), hashed[1].result()
+            if watch.fired.is_set():
+                raise Cancelled("the diff was cancelled; both hash agents were stopped on their hosts")
+            return pair
         finally:
             for s in sessions:
                 if s is not None:

@@ -13,9 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..endpoint import CommandResult, Endpoint, SSHError, command_string
+from ..endpoint import Cancelled, CommandResult, Endpoint, SSHError, command_string
 from ..events import Emitter, NullEmitter
 from ..ssh import Session
 from ..vocabulary import CLASSES, VERDICT_LABELS
@@ -23,7 +23,7 @@ from .diff import DiffEntry, DiffResult, diff_manifests
 from .hashing import build_pair
 from .model import DEFAULT_CHUNK, Manifest
 
-__all__ = ["CLASSES", "VERDICT_LABELS", "CorruptedOnBoth", "Classified", "Classification", "verify_argv", "classify",
+__all__ = ["CLASSES", "VERDICT_LABELS", "CorruptedOnBoth", "Classified", "Classification", "check_verify_template", "verify_argv", "classify",
            "diff_hosts"]
 
 
@@ -67,22 +67,71 @@ class Classification:
                 "counts": {c: len(self.of(c)) for c in CLASSES}}
 
 
-def verify_argv(template: str, path: bytes) -> list[str]:
-    """Split the template like a shell would, then put the path into each ``{path}``.
+# Programs that run their arguments as code (shells, and wrappers that start one), and interpreters
+# that do so with -c/-e: a path given to them could be interpreted, not named.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox", "env", "eval", "xargs", "sudo", "su"})
+INTERPRETERS = frozenset({"python", "python3", "perl", "ruby", "node"})
+PATH_WORD = "{path}"
 
-    The path never passes through a shell unquoted: the argv is re-joined with
-    shlex quoting (``command_string``) before it is sent.
+
+def check_verify_template(template: str) -> list[str]:
+    """Why ``template`` cannot be a verify command (empty: it can).
+
+    ``{path}`` must be a word of its own, unquoted: the argv is built by putting the path into
+    exactly that word and is then shell-quoted for the remote side, so a file named
+    ``a$(id>/tmp/p).dbf`` stays one argument. Inside a shell string (``sh -c 'dbverify {path}'``),
+    in quotes, or as part of a word (``--file={path}``) it would be re-read by a shell or the tool.
     """
-    argv = shlex.split(template)
+    errors = []
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        return [f"cannot be split into words: {exc}"]
     if not argv:
-        raise ValueError("verify template is empty")
-    if not any("{path}" in a for a in argv):
-        raise ValueError("verify template must contain {path}")
+        return ["is empty"]
+    if PATH_WORD not in argv:
+        errors.append("must contain {path} as a word of its own (e.g. 'dbverify {path}')")
+    if any(PATH_WORD in a and a != PATH_WORD for a in argv) or _quoted_or_glued(template):
+        errors.append("{path} must stand alone, unquoted, not inside a quoted string or a longer word: the "
+                      "path is passed as one argument by itself")
+    words = argv[:argv.index(PATH_WORD)] if PATH_WORD in argv else argv
+    names = {os.path.basename(w) for w in words}
+    runner = sorted(names & SHELLS) or (sorted(names & INTERPRETERS) if {"-c", "-e"} & set(argv) else [])
+    if runner:
+        errors.append(f"runs {runner[0]!r}, which would interpret the path as code; name the verify tool "
+                      f"itself (e.g. 'dbverify {{path}}')")
+    return errors
+
+
+def _quoted_or_glued(template: str) -> bool:
+    """``{path}`` touching anything but whitespace or the template's ends in the raw text."""
+    at = template.find(PATH_WORD)
+    while at >= 0:
+        before = template[at - 1] if at > 0 else " "
+        end = at + len(PATH_WORD)
+        after = template[end] if end < len(template) else " "
+        if not (before.isspace() and after.isspace()):
+            return True
+        at = template.find(PATH_WORD, end)
+    return False
+
+
+def verify_argv(template: str, path: bytes) -> list[str]:
+    """The template split like a shell would, the path put into its ``{path}`` word(s) only.
+
+    The path never passes through a shell unquoted: the argv is re-joined with shlex quoting
+    (``command_string``) before it is sent. A template ``check_verify_template`` refuses raises
+    ``ValueError``.
+    """
+    errors = check_verify_template(template)
+    if errors:
+        raise ValueError(f"verify command {template!r}: " + "; ".join(errors))
     text = path.decode("utf-8", "surrogateescape")
-    return [a.replace("{path}", text) for a in argv]
+    return [text if a == PATH_WORD else a for a in shlex.split(template)]
 
 
-def _verify_one(session: Session | None, argv: list[str], timeout: float) -> dict:
+def _verify_one(session: Session | None, argv: list[str], timeout: float,
+                cancelled: Callable[[], bool] | None = None) -> dict:
     try:
         command_string(argv).encode("utf-8")
     except UnicodeEncodeError:
@@ -95,14 +144,14 @@ def _verify_one(session: Session | None, argv: list[str], timeout: float) -> dic
             return CommandResult(command_string(argv), p.returncode, time.monotonic() - start,
                                  p.stdout.decode("utf-8", "replace").splitlines()[-50:],
                                  p.stderr.decode("utf-8", "replace").splitlines()[-50:]).as_dict()
-        return session.run(argv, timeout=timeout, tail_lines=50).as_dict()
-    except (SSHError, OSError, subprocess.TimeoutExpired) as exc:
+        return session.run(argv, timeout=timeout, tail_lines=50, cancelled=cancelled).as_dict()
+    except (SSHError, OSError, subprocess.TimeoutExpired, Cancelled) as exc:
         return {"command": command_string(argv), "exit_code": None, "error": str(exc)}
 
 
 def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endpoint | None,
              prod_endpoint: Endpoint | None, emitter: Emitter | None = None, *, timeout: float = 600,
-             strict: bool = True) -> Classification:
+             strict: bool = True, cancelled: Callable[[], bool] | None = None) -> Classification:
     """Run the verify tool on both sides for every changed regular file (exit 0 = healthy).
 
     ``strict``: raise ``CorruptedOnBoth`` if any file fails on the clone too — the
@@ -122,9 +171,14 @@ def classify(diff: DiffResult, verify_template: str | None, clone_endpoint: Endp
         try:
             with ThreadPoolExecutor(max_workers=2) as pool:
                 for i, e in enumerate(targets):
-                    fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout)
-                    fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout)
+                    if cancelled is not None and cancelled():
+                        raise Cancelled(f"verify cancelled after {i} of {len(targets)} file(s)")
+                    fc = pool.submit(_verify_one, sc, verify_argv(verify_template, e.clone_path), timeout, cancelled)
+                    fp = pool.submit(_verify_one, sp, verify_argv(verify_template, e.prod_path), timeout, cancelled)
                     rc, rp = fc.result(), fp.result()
+                    if cancelled is not None and cancelled():
+                        raise Cancelled(f"verify cancelled at file {i + 1} of {len(targets)}; the verify "
+                                        f"commands were stopped on both hosts")
                     if rc.get("exit_code") is None or rp.get("exit_code") is None:
                         cls = "verify_error"
                     else:

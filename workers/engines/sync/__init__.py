@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from .agents import DEFAULT_TRANSPORT, start_agent
 from .back import Journal, MemoryJournal, SyncReport, sync_back
-from .errors import ConnectionLost, PlanError, RollbackError, SyncError, SyncRefused, UnsafePath
+from .errors import ConnectionLost, PlanError, RollbackError, SyncCancelled, SyncError, SyncRefused, UnsafePath
 from .live import LivePass, LiveSyncReport, VendorCatchupReport, live_sync_files, live_sync_vendor
 from .plan import BLOCK, RUN_ID_RE, PlanFile, SyncPlan, check_abs, check_rel, check_run_id, plan_sync
-from .rollback import FileOutcome, RollbackReport, rollback
+from .rollback import FileOutcome, RollbackReport, backed_up_files, rollback
 
 __all__ = [
     "DEFAULT_TRANSPORT", "start_agent",
     "Journal", "MemoryJournal", "SyncReport", "sync_back",
-    "ConnectionLost", "PlanError", "RollbackError", "SyncError", "SyncRefused", "UnsafePath",
+    "ConnectionLost", "PlanError", "RollbackError", "SyncCancelled", "SyncError", "SyncRefused", "UnsafePath",
     "LivePass", "LiveSyncReport", "VendorCatchupReport", "live_sync_files", "live_sync_vendor",
     "BLOCK", "RUN_ID_RE", "PlanFile", "SyncPlan", "check_abs", "check_rel", "check_run_id", "plan_sync",
-    "FileOutcome", "RollbackReport", "rollback",
+    "FileOutcome", "RollbackReport", "backed_up_files", "rollback",
 ]

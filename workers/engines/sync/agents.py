@@ -18,7 +18,7 @@ from typing import Callable
 from ..agent import agent_command, agent_payload
 from ..endpoint import Endpoint, SSHError
 from ..events import Emitter
-from ..remote import RemoteProcess, pick_transport
+from ..remote import CancelWatch, RemoteProcess, pick_transport
 from .errors import ConnectionLost
 
 DEFAULT_TRANSPORT = "auto"
@@ -57,6 +57,7 @@ class Transfer:
     target_stderr: list[str]
     source_exit: int | None = None
     source_stderr: list[str] = field(default_factory=list)
+    cancelled: bool = False                 # the watch fired: both agents were stopped on their hosts
 
     def source_trouble(self) -> str:
         """The clone-side agent's failure, if it had one (a dead reader ends the target's stream too)."""
@@ -93,9 +94,14 @@ def _start_both(src_ep: Endpoint, dst_ep: Endpoint, transport: str) -> tuple[Rem
 
 
 def exchange(src_ep: Endpoint, dst_ep: Endpoint, src_plan: dict, dst_plan: dict, *, transport: str,
-             on_state: Callable[[dict], None], emitter: Emitter) -> Transfer:
-    """Run reader (source) and apply (target) agents with the worker relaying between them."""
+             on_state: Callable[[dict], None], emitter: Emitter, watch: CancelWatch | None = None) -> Transfer:
+    """Run reader (source) and apply (target) agents with the worker relaying between them.
+    ``watch``: once it fires, both agents are stopped on their hosts (SIGTERM: the apply agent
+    finishes the file it is swapping, removes its temp file and exits) and the Transfer says so."""
     src, dst = _start_both(src_ep, dst_ep, transport)
+    if watch is not None:
+        watch.track(dst)
+        watch.track(src)
     payload = [0]
     try:
         dst.write(json.dumps(dst_plan).encode() + b"\n")
@@ -142,7 +148,7 @@ def exchange(src_ep: Endpoint, dst_ep: Endpoint, src_plan: dict, dst_plan: dict,
         src.kill()
     scode = src.wait()
     return Transfer(end, fatal, states, dst.sent, src.sent, payload[0], code, dst.stderr_tail, scode,
-                    src.stderr_tail)
+                    src.stderr_tail, cancelled=watch is not None and watch.fired.is_set())
 
 
 def _route(dst: RemoteProcess, src: RemoteProcess, states: dict[int, dict], payload: list[int],

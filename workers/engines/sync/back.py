@@ -22,16 +22,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..endpoint import Endpoint
 from ..events import Emitter, NullEmitter
 from ..manifest import show_path
-from ..remote import pick_transport
+from ..remote import CancelWatch, pick_transport
 from .agents import DEFAULT_TRANSPORT, exchange
-from .errors import ConnectionLost, RollbackError, SyncError, SyncRefused
+from .errors import ConnectionLost, RollbackError, SyncCancelled, SyncError, SyncRefused
 from .plan import SyncPlan, b64, check_run_id
-from .rollback import FileOutcome, RollbackReport, rollback
+from .rollback import FileOutcome, RollbackReport, backed_up_files, rollback
 
 
 class Journal(Protocol):
@@ -64,6 +64,10 @@ class MemoryJournal:
     def finish(self, run_id: str, outcome: str, summary: dict) -> None:
         with self.lock:
             self.runs[run_id].update(outcome=outcome, summary=summary)
+
+    def backed_up(self, run_id: str) -> list[dict]:
+        """What a rollback of the run restores (``rollback(files=…)``)."""
+        return backed_up_files(dict(d, state=st) for rid, _p, st, d in self.records if rid == run_id)
 
     def states(self, run_id: str) -> dict[str, str]:
         """Last state per file."""
@@ -106,12 +110,15 @@ def _agent_plan(plan: SyncPlan, run_id: str, on_error: str, fingerprint: str) ->
 
 def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, emitter: Emitter | None = None,
               journal: Journal | None = None, transport: str = DEFAULT_TRANSPORT,
-              on_error: str = "rollback") -> SyncReport:
+              on_error: str = "rollback", cancelled: Callable[[], bool] | None = None) -> SyncReport:
     """Apply an approved plan. Resume an interrupted run by calling again with the same ``run_id``.
 
     The first failing file stops the run; with ``on_error="rollback"`` (the design's rule) the
     files already replaced in this run are restored from the backup, with ``"stop"`` they stay.
     Raises ``SyncError`` (``.report`` tells which file reached which state).
+    ``cancelled``: polled while the agents work; once it says yes both agents are stopped on their
+    hosts (the file being swapped is finished first, a half-written temp file is removed) and
+    ``SyncCancelled`` says after which file; nothing is rolled back automatically.
     """
     emitter = emitter or NullEmitter()
     journal = journal or MemoryJournal()
@@ -133,10 +140,14 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
     start = time.monotonic()
     src_plan, dst_plan = _agent_plan(plan, run_id, on_error, fp)
     done_count = [0]
+    backed: list[dict] = []   # this run's backed_up records: what its own rollback restores
 
     def on_state(msg: dict) -> None:
         f = plan.files[msg["i"]]
-        detail = {k: v for k, v in msg.items() if k not in ("ev", "i", "rel")}
+        if msg["state"] == "backed_up":
+            backed.append(msg)
+        # "rel" (base64) stays in the detail: a rollback takes the files from this journal
+        detail = {k: v for k, v in msg.items() if k not in ("ev", "i")}
         journal.record(run_id, f.display, msg["state"], detail)
         if msg["state"] in ("done", "skipped", "failed"):
             done_count[0] += 1
@@ -146,7 +157,9 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
                         + (f" ({msg['bytes']} bytes sent)" if msg.get("bytes") else ""), stream)
 
     try:
-        t = exchange(clone, prod, src_plan, dst_plan, transport=transport, on_state=on_state, emitter=emitter)
+        with CancelWatch(cancelled) as watch:
+            t = exchange(clone, prod, src_plan, dst_plan, transport=transport, on_state=on_state, emitter=emitter,
+                         watch=watch)
     except ConnectionLost as exc:
         report = SyncReport(run_id, False, [FileOutcome(n, "not_started") for n in names], plan.send_bytes, 0, 0, 0,
                             time.monotonic() - start, transport, str(exc))
@@ -164,6 +177,13 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
         journal.finish(run_id, "done", {"files": len(outcomes), "data_bytes": t.payload})
         emitter.data("sync_back", {"run_id": run_id, "data_bytes": t.payload, "seconds": round(report.seconds, 3)})
         return report
+    if t.cancelled:
+        finished = sum(1 for o in outcomes if o.state in ("done", "skipped", "failed"))
+        report.error = (f"cancelled: stopped after file {finished} of {len(outcomes)}; files done are journalled, "
+                        f"see rollback (each file on production is either its original or the clone's version)")
+        emitter.log(report.error, "stderr")
+        journal.finish(run_id, "cancelled", {"error": report.error, "files_finished": finished})
+        raise SyncCancelled(report.error, report)
     if t.fatal:
         report.error = f"production agent: {t.fatal}"
     elif t.end is None:
@@ -183,7 +203,7 @@ def sync_back(plan: SyncPlan, clone: Endpoint, prod: Endpoint, *, run_id: str, e
         emitter.log("rolling back the files this run already replaced", "info")
         try:
             report.rolled_back = rollback(run_id, prod, backup_dir=plan.backup_dir, emitter=emitter,
-                                          transport=transport)
+                                          transport=transport, plan=plan, files=backed_up_files(backed))
         except RollbackError as exc:
             report.rolled_back = exc.report  # type: ignore[assignment]
             report.error += f"; ROLLBACK FAILED: {exc}"

@@ -35,3 +35,8 @@ class ConnectionLost(SyncError):
 
 class RollbackError(SyncError):
     pass
+
+
+class SyncCancelled(SyncError):
+    """Cancelled by a person: the agents were stopped on their hosts at a safe point; the report
+    says which files were done (each target is whole: its original or the clone's version)."""

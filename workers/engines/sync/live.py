@@ -14,12 +14,12 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..endpoint import CommandTimeout, Endpoint, command_string
+from ..endpoint import Cancelled, CommandTimeout, Endpoint, command_string
 from ..events import Emitter, NullEmitter
 from ..manifest import DEFAULT_CHUNK, Algorithm, build_pair, diff_manifests
-from ..remote import LineSplitter, pick_transport, text
+from ..remote import CancelWatch, LineSplitter, pick_transport, text
 from ..ssh import Session
 from .agents import DEFAULT_TRANSPORT, exchange
 from .errors import ConnectionLost, SyncError
@@ -52,7 +52,8 @@ class LiveSyncReport:
 
 def live_sync_files(src: Endpoint, dst: Endpoint, paths: Sequence[str | bytes], *, direction: str = "forward",
                     time_limit: float, emitter: Emitter | None = None, transport: str = DEFAULT_TRANSPORT,
-                    chunk_size: int = DEFAULT_CHUNK, settle: float = 0.0, run_id: str = "live") -> LiveSyncReport:
+                    chunk_size: int = DEFAULT_CHUNK, settle: float = 0.0, run_id: str = "live",
+                    cancelled: Callable[[], bool] | None = None) -> LiveSyncReport:
     """Repeated delta passes ``src -> dst`` (``direction="reverse"``: ``dst -> src``) over the same
     absolute ``paths`` on both hosts until a pass finds nothing to move, or ``time_limit``.
 
@@ -60,6 +61,8 @@ def live_sync_files(src: Endpoint, dst: Endpoint, paths: Sequence[str | bytes], 
     agent sends its block digests and only differing 4 KiB blocks travel; the swap is the same
     temp + fsync + verify + atomic rename as sync-back, and the source's mtime is kept so the
     next quick scan sees the file as equal. No backup (this is catch-up, not a repair).
+    ``cancelled``: asked between passes and polled during a pass (the agents are then stopped on
+    their hosts); ``Cancelled`` is raised.
     """
     emitter = emitter or NullEmitter()
     if direction not in ("forward", "reverse"):
@@ -75,7 +78,10 @@ def live_sync_files(src: Endpoint, dst: Endpoint, paths: Sequence[str | bytes], 
     passes: list[LivePass] = []
     algo: Algorithm | None = None
     lag_files = lag_bytes = 0
+    watch = CancelWatch(cancelled)
     while True:
+        if watch.check():
+            raise Cancelled(f"live sync cancelled after {len(passes)} pass(es); {lag_files} file(s) still to move")
         t0 = time.monotonic()
         ms, md = build_pair(src, dst, roots, chunk_size=chunk_size, quick=True, algo=algo)
         algo = algo or Algorithm(ms.algo, "chunked")
@@ -104,10 +110,14 @@ def live_sync_files(src: Endpoint, dst: Endpoint, paths: Sequence[str | bytes], 
             check_rel(e.rel)
         common = {"run_id": run_id, "algo": ms.algo, "mode": "chunked", "chunk": chunk_size, "block": BLOCK,
                   "files": files}
-        t = exchange(src, dst, dict(common, source_roots=[b64(r) for r in ms.roots]),
-                      dict(common, roots=[b64(r) for r in md.roots], backup_dir=None, on_error="continue",
-                           mtime="source"),
-                      transport=pick_transport(transport, lag_bytes), on_state=lambda m: None, emitter=emitter)
+        with watch:
+            t = exchange(src, dst, dict(common, source_roots=[b64(r) for r in ms.roots]),
+                         dict(common, roots=[b64(r) for r in md.roots], backup_dir=None, on_error="continue",
+                              mtime="source"),
+                         transport=pick_transport(transport, lag_bytes), on_state=lambda m: None, emitter=emitter,
+                         watch=watch)
+        if t.cancelled:
+            raise Cancelled(f"live sync cancelled during pass {len(passes) + 1}; the agents were stopped")
         if t.end is None:
             raise ConnectionLost(f"connection lost during live sync pass {len(passes) + 1}"
                                  + (f": {t.fatal}" if t.fatal else ""),
@@ -147,7 +157,8 @@ class VendorCatchupReport:
 
 
 def live_sync_vendor(endpoint: Endpoint, command: str | Sequence[str], lag_pattern: str, *, converged_at: int = 0,
-                     time_limit: float, emitter: Emitter | None = None) -> VendorCatchupReport:
+                     time_limit: float, emitter: Emitter | None = None,
+                     cancelled: Callable[[], bool] | None = None) -> VendorCatchupReport:
     """Run a catch-up command (e.g. ``minidb-replay``), streaming its output; ``lag_pattern``'s
     named group ``lag`` is parsed from every line and reported. Success: exit 0 and the last lag
     <= ``converged_at``. A list command is quoted element by element (no shell interpretation)."""
@@ -175,8 +186,9 @@ def live_sync_vendor(endpoint: Endpoint, command: str | Sequence[str], lag_patte
     timed_out = False
     code = None
     out = LineSplitter(lambda raw: on_line(text(raw), "stdout"))
-    with Session.connect(endpoint) as s:
+    with Session.connect(endpoint) as s, CancelWatch(cancelled) as watch:
         with s.start(cmd, on_stderr_line=lambda line: on_line(line, "stderr")) as proc:
+            watch.track(proc)
             proc.close_stdin()
             try:
                 proc.drain(out.feed, deadline=start + time_limit)
@@ -185,6 +197,8 @@ def live_sync_vendor(endpoint: Endpoint, command: str | Sequence[str], lag_patte
             out.flush()
             if not timed_out:
                 code = proc.wait()
+    if watch.fired.is_set():
+        raise Cancelled(f"catch-up cancelled; {cmd} was stopped on the host (last lag {lags[-1] if lags else '?'})")
     report = VendorCatchupReport(False, cmd, code, lags, time.monotonic() - start)
     if timed_out:
         report.error = f"not caught up within {time_limit:.0f}s (last lag {report.last_lag})"
