@@ -8,5 +8,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("rehearsals.api_urls")),
     path("rehearsals/", include("rehearsals.urls")),
+    path("reports/", include("reports.urls")),
     path("", include("rehearsals.incident_urls")),
 ]

@@ -1,0 +1,152 @@
+"""The restoration-time estimate for the real repair, from what a run measured.
+
+Each step's own kind projects its duration (``StepKind.report.project``): data-bound
+steps scale with the production host's volumes and their measured throughput, command
+steps take their measured duration. People time — approval waits and the steps a person
+completes — is kept apart, as measured. Steps that did not run fall back to the
+runbook's estimate and say so. Several runs of the same runbook version give a range.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from rehearsals.models import Approval, Rehearsal, StepEvent, StepRun
+from runbooks.kinds import registry
+
+HALF = 0.5
+
+
+@dataclass
+class StepMeasure:
+    """One runbook step as a run measured it (its latest successful attempt)."""
+
+    spec: Any
+    run: StepRun | None
+    seconds: float | None
+    facts: dict[str, dict]
+    approval_wait: float
+    people: bool                 # a person completes the step: its duration is people time
+
+
+@dataclass
+class StepProjection:
+    position: int
+    title: str
+    measured: float | None
+    projected: float | None      # None: does not converge
+    method: str
+    people_seconds: float
+
+
+@dataclass
+class Estimate:
+    steps: list[StepProjection]
+    machine_seconds: float | None
+    people_seconds: float
+    volumes: dict[str, float]
+    converges: bool
+    not_measured: list[int] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return None if self.machine_seconds is None else self.machine_seconds + self.people_seconds
+
+
+def data_values(run: StepRun, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The latest value of each named ``data`` event of a run; only queried when a kind reads some."""
+    if not keys:
+        return {}
+    out: dict[str, Any] = {}
+    for payload in StepEvent.objects.filter(step_run=run, kind="data").order_by("seq").values_list(
+            "payload", flat=True):
+        if payload.get("key") in keys:
+            out[payload["key"]] = payload.get("value")
+    return out
+
+
+def approval_wait_seconds(run: StepRun) -> float:
+    return sum((a.decided_at - a.requested_at).total_seconds()
+               for a in run.approvals.all() if a.decided_at and a.decision != Approval.Decision.PENDING)
+
+
+def measure(rehearsal: Rehearsal) -> list[StepMeasure]:
+    runs: dict[int, StepRun] = {}
+    for run in rehearsal.step_runs.filter(status=StepRun.Status.SUCCEEDED).prefetch_related("approvals"):
+        if run.step_id not in runs or run.attempt > runs[run.step_id].attempt:
+            runs[run.step_id] = run
+    out = []
+    for spec in rehearsal.runbook.steps.order_by("position"):
+        kind = registry.get(spec.kind)
+        run = runs.get(spec.pk)
+        seconds = run.duration_seconds if run else None
+        facts = kind.report.facts(run.result or {}, seconds, data_values(run, kind.report.data_keys)) \
+            if run else {}
+        out.append(StepMeasure(spec, run, seconds, facts, approval_wait_seconds(run) if run else 0.0,
+                               kind.interactive))
+    return out
+
+
+def volumes_of(measures: list[StepMeasure]) -> dict[str, float]:
+    """The production host's measured volumes, shared by every step's projection."""
+    volumes: dict[str, float] = {}
+    for m in measures:
+        for key, f in m.facts.items():
+            if key.startswith("volume.") and f.get("value"):
+                volumes[key] = max(volumes.get(key, 0), f["value"])
+    return volumes
+
+
+def estimate(measures: list[StepMeasure], *, rate_factor: float = 1.0) -> Estimate:
+    volumes = volumes_of(measures)
+    steps, machine, people, converges, not_measured = [], 0.0, 0.0, True, []
+    for m in measures:
+        spec = m.spec
+        if m.run is None or m.seconds is None:
+            projected, method = float(spec.estimated_seconds), "not measured in this run: the runbook's estimate"
+            not_measured.append(spec.position)
+            step_people = 0.0
+        elif m.people:
+            projected, method = 0.0, "a person's time (counted as people time)"
+            step_people = m.seconds
+        else:
+            projected, method = registry.get(spec.kind).report.project(m.facts, m.seconds, volumes,
+                                                                       rate_factor=rate_factor)
+            step_people = 0.0
+        step_people += m.approval_wait
+        if projected is None:
+            converges = False
+        else:
+            machine += projected
+        people += step_people
+        steps.append(StepProjection(spec.position, spec.title, m.seconds, projected, method, step_people))
+    return Estimate(steps, machine if converges else None, people, volumes, converges, not_measured)
+
+
+def compliance(total_seconds: float | None, target_minutes: int | None) -> dict[str, Any] | None:
+    """Estimate ÷ target: < 1 within target, ≤ 2 exceeded, > 2 severely exceeded."""
+    if not target_minutes:
+        return None
+    if total_seconds is None:
+        return {"ratio": None, "label": "severely exceeded (does not converge)", "level": "severe"}
+    ratio = total_seconds / (target_minutes * 60)
+    if ratio < 1:
+        label, level = "within target", "ok"
+    elif ratio <= 2:
+        label, level = "exceeded", "warn"
+    else:
+        label, level = "severely exceeded", "severe"
+    return {"ratio": round(ratio, 3), "label": label, "level": level}
+
+
+def runbook_range(rehearsal: Rehearsal) -> dict[str, Any] | None:
+    """min–median–max of the estimate over the runs of the same runbook version that measured a step."""
+    totals = []
+    for other in Rehearsal.objects.filter(runbook=rehearsal.runbook).order_by("pk"):
+        est = estimate(measure(other))
+        if est.total_seconds is not None and len(est.not_measured) < len(est.steps):
+            totals.append(est.total_seconds)
+    if len(totals) < 2:
+        return None
+    return {"runs": len(totals), "min": min(totals), "median": statistics.median(totals), "max": max(totals)}
