@@ -65,6 +65,7 @@ def _attempt(run: StepRun) -> dict:
         "seconds": run.duration_seconds, "requested_by": _user(run.requested_by),
         "approvals": _approvals(run), "error": run.error,
         "note": result.get("note", "") if run.status == StepRun.Status.SKIPPED or kind.interactive else "",
+        "confirmed_by": result.get("confirmed_by", "") if kind.interactive else "",
         "log_lines": run.last_seq, "log_excerpt": log_excerpt(run) if run.last_seq else [],
     }
 

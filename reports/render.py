@@ -172,7 +172,8 @@ def markdown(snapshot: dict[str, Any], zone_name: str | None = None, *, version:
             rows.append([f"{s['position']}. {s['title']}", a.get("attempt", "—"), a.get("start_shown"),
                          a.get("end_shown"), a.get("seconds_shown"), s["estimate_shown"],
                          a.get("status_label", s["status_label"]), a.get("requested_by"), ap,
-                         a.get("note") or a.get("error")])
+                         (f"confirmed by {a['confirmed_by']}: " if a.get("confirmed_by") else "")
+                         + (a.get("note") or a.get("error") or "")])
     out += _md_table(["step", "attempt", "start", "end", "duration", "estimate", "result", "ran by",
                       "approved by", "note / error"], rows)
     if r["findings"]:

@@ -38,6 +38,8 @@ def test_a_manager_reads_every_format_but_cannot_edit(published, users):
     page = mona.get(f"{base}/")
     assert page.status_code == 200 and b"Incident report" in page.content and b"report-edit" not in page.content
     assert mona.get(f"{base}/v1/").status_code == 200
+    zoned = mona.get(f"{base}/v1/?tz=Europe/Berlin").content.decode()
+    assert " UTC (" in zoned and ("CET)" in zoned or "CEST)" in zoned), "UTC and the viewer's zone side by side"
     pdf = mona.get(f"{base}/v1/report.pdf")
     assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf" and pdf.content[:5] == b"%PDF-"
     assert b"checked" in mona.get(f"{base}/v1/report.md").content
