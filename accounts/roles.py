@@ -35,13 +35,29 @@ def require_operator(user) -> None:
         raise PermissionDenied("only members of the 'ops' group can run, approve or change rehearsals")
 
 
+# Starting a production run writes the real production host: its own permission, as
+# recovery tools separate test and run privileges. Granted per user or through a group.
+RUN_PRODUCTION = "rehearsals.run_production"
+
+
+def can_run_production(user) -> bool:
+    return can_operate(user) and user.has_perm(RUN_PRODUCTION)
+
+
+def require_production_runner(user) -> None:
+    if not can_run_production(user):
+        raise PermissionDenied("starting a production run needs the permission to run on production "
+                               f"({RUN_PRODUCTION}); a dress rehearsal does not")
+
+
 def require_reader(user) -> None:
     if not can_read(user):
         raise PermissionDenied("you need the 'ops' or 'managers' role to see incidents")
 
 
 def roles_context(request) -> dict:
-    return {"can_operate": can_operate(request.user), "can_read": can_read(request.user)}
+    return {"can_operate": can_operate(request.user), "can_read": can_read(request.user),
+            "can_run_production": can_run_production(request.user)}
 
 
 def require_manager(user) -> None:

@@ -87,9 +87,16 @@ def _cancel(r, user, data):
     return "Cancelled"
 
 
+def _run_for_real(r, user, data):
+    run = transitions.create_rehearsal(r.incident, r.runbook, None, user, mode=Rehearsal.Mode.PRODUCTION,
+                                       continues_from=r)
+    return f"Created production run #{run.pk}, continuing from this dress rehearsal: {run.get_absolute_url()}"
+
+
 ACTIONS: dict[str, Callable[[Rehearsal, Any, dict], str]] = {
     "start": _start, "advance": _advance, "approve": _approve, "reject": _reject, "confirm": _confirm,
     "retry": _retry, "skip": _skip, "cancel": _cancel, "destroy_clone": _destroy_clone,
+    "run_for_real": _run_for_real,
 }
 
 

@@ -42,7 +42,7 @@ def incident_detail(request, pk: int):
         "incident": incident,
         "rehearsals": incident.rehearsals.select_related("runbook", "hypervisor"),
         "timeline": incident.timeline.select_related("actor"),
-        "form": NewRehearsalForm(), "close_form": CloseIncidentForm(),
+        "form": NewRehearsalForm(incident=incident), "close_form": CloseIncidentForm(),
     })
 
 
@@ -63,7 +63,7 @@ def incident_close(request, pk: int):
 def rehearsal_create(request, pk: int):
     require_operator(request.user)
     incident = get_object_or_404(Incident, pk=pk)
-    form = NewRehearsalForm(request.POST)
+    form = NewRehearsalForm(request.POST, incident=incident)
     if not form.is_valid():
         messages.error(request, f"Could not create the rehearsal: {form.errors.as_text()}")
         return redirect(incident)
@@ -71,7 +71,9 @@ def rehearsal_create(request, pk: int):
         rehearsal = transitions.create_rehearsal(incident, form.cleaned_data["runbook"],
                                                  form.cleaned_data["hypervisor"], request.user,
                                                  mode=form.cleaned_data["mode"],
-                                                 keep_clone=form.cleaned_data["keep_clone"])
+                                                 keep_clone=form.cleaned_data["keep_clone"],
+                                                 continues_from=form.cleaned_data["continues_from"],
+                                                 override_reason=form.cleaned_data["override_reason"])
     except TransitionError as exc:
         messages.error(request, str(exc))
         return redirect(incident)

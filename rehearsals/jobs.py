@@ -37,6 +37,10 @@ class CloneCleanupError(Exception):
     pass
 
 
+class ProductionWriteRefused(StepFailed):
+    """A step asked to write the real production host in a dress rehearsal."""
+
+
 @dataclass
 class StepContext:
     step_run: StepRun
@@ -55,15 +59,40 @@ class StepContext:
         return self.spec.params
 
     def production_endpoint(self) -> Endpoint:
-        return self.rehearsal.incident.production_host.endpoint()
+        """Where a step acts on "production": the real host in a production run, the
+        stand-in in a dress rehearsal (which never writes production)."""
+        if not self.rehearsal.is_dress_rehearsal:
+            return self.rehearsal.incident.production_host.endpoint()
+        stand_in = lifecycle.live_clone(self.rehearsal, Clone.Role.STAND_IN)
+        if stand_in is None or stand_in.status != Clone.Status.RUNNING:
+            raise StepFailed("this dress rehearsal has no running stand-in of production"
+                             + ("" if stand_in is None else f" (it is {stand_in.get_status_display().lower()})")
+                             + ": run the clone step first (it starts the workbench and the stand-in)")
+        return stand_in.endpoint()
 
-    def clone_endpoint(self) -> Endpoint:
-        clone = Clone.objects.filter(rehearsal=self.rehearsal).first()
+    def real_production(self, access: str) -> Endpoint:
+        """The real production host, for the few steps that must reach it whatever the mode:
+        the clone's stream and fetching the backup archive read it (``access="read"``).
+        Asking for ``"write"`` in a dress rehearsal is a bug in the step kind: the step fails."""
+        if access not in ("read", "write"):
+            raise ValueError(f"access must be 'read' or 'write', not {access!r}")
+        host = self.rehearsal.incident.production_host
+        if access == "write" and self.rehearsal.is_dress_rehearsal:
+            raise ProductionWriteRefused(
+                f"refused: step kind {self.spec.kind!r} asked to write the real production host {host} in a dress "
+                f"rehearsal, which never changes production (a bug in the step kind; its target is the stand-in)")
+        return host.endpoint()
+
+    def workbench(self) -> Clone:
+        clone = lifecycle.workbench_of(self.rehearsal)
         if clone is None or clone.status != Clone.Status.RUNNING:
-            raise StepFailed("this rehearsal has no running clone"
+            raise StepFailed("this rehearsal has no running clone (the workbench)"
                              + ("" if clone is None else f" (the clone is {clone.get_status_display().lower()})")
                              + ": run the clone step first")
-        return clone.endpoint()
+        return clone
+
+    def clone_endpoint(self) -> Endpoint:
+        return self.workbench().endpoint()
 
     def endpoint(self, target: str | None = None) -> Endpoint:
         target = target or self.spec.target

@@ -53,21 +53,52 @@ def active_run(rehearsal: Rehearsal) -> StepRun | None:
     return rehearsal.step_runs.filter(status__in=StepRun.ACTIVE).first()
 
 
-def queue_clone_destroy(rehearsal: Rehearsal, actor) -> bool:
-    clone = Clone.objects.filter(rehearsal=rehearsal).exclude(status=Clone.Status.DESTROYED).first()
-    if clone is None:
-        return False
-    dispatch.send_clone_destroy(clone, actor)
-    return True
+def live_clone(rehearsal: Rehearsal, role: str = Clone.Role.WORKBENCH) -> Clone | None:
+    return Clone.objects.filter(rehearsal=rehearsal, role=role).exclude(status=Clone.Status.DESTROYED).first()
+
+
+def workbench_of(rehearsal: Rehearsal) -> Clone | None:
+    """The clone the run repairs on: its own, or the one of the dress rehearsal it continues from."""
+    own = live_clone(rehearsal)
+    if own is None and rehearsal.continues_from_id:
+        return live_clone(rehearsal.continues_from)
+    return own
+
+
+def production_runs_needing(rehearsal: Rehearsal):
+    """Production runs that continue from this dress rehearsal and have not ended."""
+    return rehearsal.production_runs.exclude(status__in=[Rehearsal.Status.SUCCEEDED, Rehearsal.Status.CANCELLED])
+
+
+def queue_clone_destroy(rehearsal: Rehearsal, actor, roles: tuple[str, ...] | None = None) -> list[Clone]:
+    clones = Clone.objects.filter(rehearsal=rehearsal).exclude(status=Clone.Status.DESTROYED)
+    if roles is not None:
+        clones = clones.filter(role__in=roles)
+    clones = list(clones)
+    for clone in clones:
+        dispatch.send_clone_destroy(clone, actor)
+    return clones
 
 
 def close_clone(rehearsal: Rehearsal, actor) -> None:
-    """On rehearsal close the clone goes too, unless the rehearsal keeps it."""
+    """On close the clones go too, unless the rehearsal keeps them. A succeeded dress
+    rehearsal keeps its repaired workbench for the production run that continues from it
+    (its stand-in goes); a production run removes the workbench it continued on."""
     if rehearsal.keep_clone:
         return
-    if queue_clone_destroy(rehearsal, actor):
+    keep_workbench = rehearsal.is_dress_rehearsal and rehearsal.status == Rehearsal.Status.SUCCEEDED
+    roles = (Clone.Role.STAND_IN,) if keep_workbench else None
+    if queue_clone_destroy(rehearsal, actor, roles):
         record(rehearsal.incident, actor, "clone.destroy_requested",
+               "Destroying the stand-in automatically; the repaired workbench is kept for the production run"
+               if keep_workbench else
                "Destroying the clone automatically: the rehearsal closed (keep_clone is off)", rehearsal=rehearsal)
+    source = rehearsal.continues_from
+    if (source is not None and not source.keep_clone and not production_runs_needing(source).exists()
+            and queue_clone_destroy(source, actor)):
+        record(rehearsal.incident, actor, "clone.destroy_requested",
+               f"Destroying the workbench of dress rehearsal #{source.pk}: production run #{rehearsal.pk}, "
+               f"which continued on it, closed", rehearsal=source)
 
 
 def finish_if_done(rehearsal: Rehearsal) -> None:

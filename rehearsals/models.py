@@ -20,8 +20,8 @@ from workers.engines.vocabulary import CHANGE_LABELS, VERDICT_LABELS
 
 class Rehearsal(models.Model):
     class Mode(models.TextChoices):
-        REHEARSAL = "rehearsal", "rehearsal (on a clone)"
-        PRODUCTION = "production", "production (the real repair)"
+        REHEARSAL = "rehearsal", "dress rehearsal (production is not changed)"
+        PRODUCTION = "production", "production run (the real repair)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Not started"
@@ -35,6 +35,11 @@ class Rehearsal(models.Model):
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.REHEARSAL)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     keep_clone = models.BooleanField(default=False, help_text="Keep the clone VM when the rehearsal closes.")
+    continues_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="production_runs",
+        help_text="The succeeded dress rehearsal whose repaired workbench this production run continues from.")
+    override_reason = models.TextField(
+        blank=True, help_text="Why this production run starts without a succeeded dress rehearsal.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -42,9 +47,18 @@ class Rehearsal(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("run_production", "Can start a production run (writes the real production host)")]
 
     def __str__(self) -> str:
-        return f"Rehearsal #{self.pk} of {self.runbook} for {self.incident}"
+        return f"{self.kind_label} #{self.pk} of {self.runbook} for {self.incident}"
+
+    @property
+    def is_dress_rehearsal(self) -> bool:
+        return self.mode == self.Mode.REHEARSAL
+
+    @property
+    def kind_label(self) -> str:
+        return "Dress rehearsal" if self.is_dress_rehearsal else "Production run"
 
     def get_absolute_url(self) -> str:
         return reverse("rehearsals:detail", args=[self.pk])
@@ -76,10 +90,11 @@ class StepRun(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
         CANCELLED = "cancelled", "Cancelled"
+        CARRIED = "carried", "Done in the dress rehearsal"
 
     ACTIVE = {Status.PREPARING, Status.QUEUED, Status.RUNNING, Status.AWAITING_APPROVAL,
               Status.AWAITING_CONFIRMATION}
-    DONE = {Status.SUCCEEDED, Status.SKIPPED}
+    DONE = {Status.SUCCEEDED, Status.SKIPPED, Status.CARRIED}
 
     rehearsal = models.ForeignKey(Rehearsal, on_delete=models.CASCADE, related_name="step_runs")
     step = models.ForeignKey(StepSpec, on_delete=models.PROTECT, related_name="runs")
@@ -95,6 +110,9 @@ class StepRun(models.Model):
     progress = models.JSONField(default=dict, blank=True, help_text="Latest progress event payload.")
     task_id = models.CharField(max_length=64, blank=True)
     last_seq = models.PositiveBigIntegerField(default=0, help_text="Highest StepEvent.seq allocated.")
+    carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_into",
+        help_text="Status carried: the dress rehearsal's attempt whose work on the workbench this run reuses.")
 
     class Meta:
         ordering = ["rehearsal", "step__position", "attempt"]
@@ -156,13 +174,18 @@ class Clone(models.Model):
     the one generated when the clone was fixed up, never a key learned later.
     """
 
+    class Role(models.TextChoices):
+        WORKBENCH = "workbench", "workbench (where the repair is rehearsed)"
+        STAND_IN = "stand_in", "stand-in of production"
+
     class Status(models.TextChoices):
         BUILDING = "building", "Building"
         RUNNING = "running", "Running"
         FAILED = "failed", "Failed"
         DESTROYED = "destroyed", "Destroyed"
 
-    rehearsal = models.OneToOneField(Rehearsal, on_delete=models.CASCADE, related_name="clone")
+    rehearsal = models.ForeignKey(Rehearsal, on_delete=models.CASCADE, related_name="clones")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKBENCH)
     hypervisor = models.ForeignKey(Hypervisor, on_delete=models.PROTECT, related_name="clones")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
     domain_name = models.CharField(max_length=200, blank=True)
@@ -182,12 +205,19 @@ class Clone(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rehearsal", "role"], name="clone_role_per_rehearsal")]
+
     def __str__(self) -> str:
-        return self.domain_name or f"clone of rehearsal #{self.rehearsal_id}"
+        return self.domain_name or f"{self.get_role_display()} of rehearsal #{self.rehearsal_id}"
+
+    @property
+    def label(self) -> str:
+        return "stand-in of production" if self.role == self.Role.STAND_IN else "workbench clone"
 
     def endpoint(self) -> Endpoint:
         return Endpoint(host=self.address, port=self.port, user=self.user, key_path=self.key_path or None,
-                        host_key=self.host_key, label=f"clone {self}")
+                        host_key=self.host_key, label=f"{self.label} {self}")
 
 
 class SyncJournalEntry(models.Model):

@@ -10,12 +10,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from django.template import engines
+from django.urls import reverse
 
-from accounts.roles import can_operate
+from accounts.roles import can_operate, can_run_production
 from runbooks.kinds import registry
 from workers.engines.endpoint import fingerprint
 
-from .lifecycle import next_step
+from .lifecycle import live_clone, next_step, production_runs_needing
 from .models import Clone, Finding, Rehearsal
 
 FINDINGS_SHOWN = 2000
@@ -38,6 +39,63 @@ def _panel(kind, context: dict) -> str:
     return _panel_template(path).render(context) if path else ""
 
 
+def _clones_shown(rehearsal: Rehearsal) -> list[Clone]:
+    """Its own clones, and the workbench it continues on (a production run's, from its dress rehearsal)."""
+    own = list(Clone.objects.filter(rehearsal=rehearsal).order_by("role"))
+    if rehearsal.continues_from_id and not any(c.role == Clone.Role.WORKBENCH for c in own):
+        borrowed = live_clone(rehearsal.continues_from)
+        if borrowed is not None:
+            own.insert(0, borrowed)
+    return own
+
+
+def _clone(clone: Clone, rehearsal: Rehearsal) -> dict:
+    return {"role": clone.role, "label": clone.label, "status": clone.status,
+            "status_label": clone.get_status_display(), "domain": clone.domain_name,
+            "ssh": f"{clone.user}@{clone.address}:{clone.port}" if clone.address else "",
+            "host_key_fingerprint": fingerprint(clone.host_key) if clone.host_key else "",
+            "point_in_time": clone.point_in_time.isoformat() if clone.point_in_time else None,
+            "consistency": clone.consistency, "keep": clone.rehearsal.keep_clone, "disk": clone.disk_path,
+            "from_rehearsal": clone.rehearsal_id if clone.rehearsal_id != rehearsal.pk else None}
+
+
+def target_labels(rehearsal: Rehearsal) -> dict[str, str]:
+    """What "production" and "clone" mean in this run, as the page says them."""
+    host = rehearsal.incident.production_host.name
+    if rehearsal.is_dress_rehearsal:
+        return {"production": f"stand-in of production ({host})", "clone": "workbench clone"}
+    return {"production": f"production ({host})", "clone": "workbench clone"}
+
+
+def mode_banner(rehearsal: Rehearsal) -> dict:
+    if rehearsal.is_dress_rehearsal:
+        text = ("Dress rehearsal: production is not changed. Steps aimed at production act on a stand-in — a "
+                "second VM from the same point-in-time copy; the real host is only read (the clone's copy, the "
+                "backup archive).")
+        warning = ""
+        if rehearsal.hypervisor.is_test_driver:
+            warning = (f"{rehearsal.hypervisor} uses libvirt's test driver: no VM boots there, so the clone step "
+                       f"cannot start the workbench or the stand-in. Use a real hypervisor for a dress rehearsal.")
+        return {"kind": "rehearsal", "text": text, "warning": warning}
+    if rehearsal.continues_from_id:
+        text = (f"Production run: this changes the real production host. It continues from dress rehearsal "
+                f"#{rehearsal.continues_from_id} on its repaired workbench; the steps done there are carried over.")
+    else:
+        text = ("Production run: this changes the real production host. No dress rehearsal to continue from; "
+                f"override: {rehearsal.override_reason}")
+    return {"kind": "production", "text": text, "warning": ""}
+
+
+def can_run_for_real(rehearsal: Rehearsal, user) -> bool:
+    """Offer "Run for real on production": a succeeded dress rehearsal with its workbench up."""
+    if user is None or not can_run_production(user) or not rehearsal.is_dress_rehearsal:
+        return False
+    if rehearsal.status != Rehearsal.Status.SUCCEEDED or production_runs_needing(rehearsal).exists():
+        return False
+    workbench = live_clone(rehearsal)
+    return workbench is not None and workbench.status == Clone.Status.RUNNING
+
+
 def rehearsal_state(rehearsal: Rehearsal, user=None) -> dict:
     """``user``: whose page this is (panels show actions only to operators)."""
     latest = rehearsal.latest_runs()
@@ -54,7 +112,11 @@ def rehearsal_state(rehearsal: Rehearsal, user=None) -> dict:
         approval = run.approvals.first() if run else None
         run_data = None
         if run is not None:
+            carried = run.carried_from
             run_data = {
+                "carried_from": None if carried is None else {
+                    "rehearsal": carried.rehearsal_id, "step_run": carried.pk, "duration": carried.duration_seconds,
+                    "url": reverse("rehearsals:detail", args=[carried.rehearsal_id]) + f"#step-{spec.position}"},
                 "id": run.pk, "attempt": run.attempt, "status": run.status,
                 "status_label": run.get_status_display(), "error": run.error, "result": run.result,
                 "progress": run.progress, "last_seq": run.last_seq,
@@ -80,14 +142,16 @@ def rehearsal_state(rehearsal: Rehearsal, user=None) -> dict:
             "summary": kind.summary(spec.params), "params": spec.params,
             "is_next": nxt is not None and nxt.pk == spec.pk, "run": run_data,
         })
-    clone = Clone.objects.filter(rehearsal=rehearsal).first()
+    clones = [_clone(c, rehearsal) for c in _clones_shown(rehearsal)]
     return {
-        "clone": None if clone is None else {
-            "status": clone.status, "status_label": clone.get_status_display(), "domain": clone.domain_name,
-            "ssh": f"{clone.user}@{clone.address}:{clone.port}" if clone.address else "",
-            "host_key_fingerprint": fingerprint(clone.host_key) if clone.host_key else "",
-            "point_in_time": clone.point_in_time.isoformat() if clone.point_in_time else None,
-            "consistency": clone.consistency, "keep": rehearsal.keep_clone, "disk": clone.disk_path},
+        "clone": next((c for c in clones if c["role"] == Clone.Role.WORKBENCH), None),
+        "clones": clones,
+        "mode_banner": mode_banner(rehearsal),
+        "mode_label": rehearsal.get_mode_display(), "kind_label": rehearsal.kind_label,
+        "continues_from": rehearsal.continues_from_id, "override_reason": rehearsal.override_reason,
+        "production_runs": list(rehearsal.production_runs.values_list("pk", flat=True)),
+        "can_run_for_real": can_run_for_real(rehearsal, user),
+        "targets": target_labels(rehearsal),
         "id": rehearsal.pk, "status": rehearsal.status, "status_label": rehearsal.get_status_display(),
         "mode": rehearsal.mode, "incident": rehearsal.incident_id, "runbook": str(rehearsal.runbook),
         "hypervisor": rehearsal.hypervisor.name, "steps": steps,

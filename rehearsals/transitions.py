@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.roles import require_operator
+from accounts.roles import require_operator, require_production_runner
 from incidents.models import Incident
 from inventory.models import Hypervisor
 from runbooks.kinds import registry
@@ -28,8 +28,10 @@ from .lifecycle import (
     close_clone,
     finish_if_done,
     lock_rehearsal,
+    live_clone,
     lock_run,
     next_step,
+    production_runs_needing,
     queue_clone_destroy,
     step_succeeded,
 )
@@ -72,18 +74,87 @@ def _require_running(rehearsal: Rehearsal) -> None:
 # ---------------------------------------------------------------- runs
 
 @transaction.atomic
-def create_rehearsal(incident: Incident, runbook: Runbook, hypervisor: Hypervisor, user, *,
-                     mode: str = Rehearsal.Mode.REHEARSAL, keep_clone: bool = False) -> Rehearsal:
+def create_rehearsal(incident: Incident, runbook: Runbook, hypervisor: Hypervisor | None, user, *,
+                     mode: str = Rehearsal.Mode.REHEARSAL, keep_clone: bool = False,
+                     continues_from: Rehearsal | None = None, override_reason: str = "") -> Rehearsal:
+    """A dress rehearsal, or a production run. A production run continues from a succeeded
+    dress rehearsal of the same runbook version for the same production host (on its
+    workbench, on its hypervisor), or starts from scratch with a written override reason."""
     require_operator(user)
     incident_lifecycle.ensure_open_for_runs(incident)
     if not runbook.steps.exists():
         raise TransitionError(f"{runbook} has no steps")
+    if mode not in Rehearsal.Mode.values:
+        raise TransitionError(f"unknown mode {mode!r}")
+    override_reason = override_reason.strip()
+    if mode == Rehearsal.Mode.PRODUCTION:
+        require_production_runner(user)
+        if continues_from is not None:
+            _check_continuable(continues_from, incident, runbook)
+            hypervisor = continues_from.hypervisor   # the workbench lives there
+        elif not override_reason:
+            raise TransitionError(
+                f"a production run needs a succeeded dress rehearsal of {runbook} for "
+                f"{incident.production_host} to continue from, or an override with a written reason")
+    elif continues_from is not None or override_reason:
+        raise TransitionError("only a production run continues from a dress rehearsal or takes an override")
+    if hypervisor is None:
+        raise TransitionError("choose the hypervisor the clones run on")
     rehearsal = Rehearsal.objects.create(incident=incident, runbook=runbook, hypervisor=hypervisor, mode=mode,
-                                         keep_clone=keep_clone, created_by=user)
+                                         keep_clone=keep_clone, created_by=user, continues_from=continues_from,
+                                         override_reason=override_reason if continues_from is None else "")
     runbook.lock()
     record(incident, user, "rehearsal.created",
-           f"Rehearsal #{rehearsal.pk} of {runbook} on hypervisor {hypervisor} ({mode})", rehearsal=rehearsal)
+           f"{rehearsal.kind_label} #{rehearsal.pk} of {runbook} on hypervisor {hypervisor}", rehearsal=rehearsal)
+    if continues_from is not None:
+        carried = _carry_over(rehearsal, continues_from)
+        record(incident, user, "rehearsal.continues",
+               f"Production run #{rehearsal.pk} continues from dress rehearsal #{continues_from.pk} on its "
+               f"repaired workbench; carried over: "
+               + (", ".join(f"step {r.step.position}" for r in carried) or "nothing"), rehearsal=rehearsal)
+    elif mode == Rehearsal.Mode.PRODUCTION:
+        record(incident, user, "rehearsal.override",
+               f"Production run #{rehearsal.pk} starts without a dress rehearsal to continue from; "
+               f"override by {user.username}: {override_reason}", rehearsal=rehearsal)
     return rehearsal
+
+
+def _check_continuable(source: Rehearsal, incident: Incident, runbook: Runbook) -> None:
+    if not source.is_dress_rehearsal:
+        raise TransitionError(f"rehearsal #{source.pk} is a production run, not a dress rehearsal")
+    if source.status != Rehearsal.Status.SUCCEEDED:
+        raise TransitionError(f"dress rehearsal #{source.pk} is {source.get_status_display().lower()}; "
+                              f"only a succeeded one can be continued on production")
+    if source.runbook_id != runbook.pk:
+        raise TransitionError(f"dress rehearsal #{source.pk} ran {source.runbook}, not {runbook}")
+    if source.incident.production_host_id != incident.production_host_id:
+        raise TransitionError(f"dress rehearsal #{source.pk} rehearsed {source.incident.production_host}, "
+                              f"not {incident.production_host}")
+    workbench = live_clone(source)
+    if workbench is None or workbench.status != Clone.Status.RUNNING:
+        raise TransitionError(f"dress rehearsal #{source.pk} has no running workbench to continue from"
+                              + (f" (it is {workbench.get_status_display().lower()})" if workbench else
+                                 " (it was destroyed)"))
+    if production_runs_needing(source).exists():
+        raise TransitionError(f"production run #{production_runs_needing(source).first().pk} already continues "
+                              f"from dress rehearsal #{source.pk}")
+
+
+def _carry_over(rehearsal: Rehearsal, source: Rehearsal) -> list[StepRun]:
+    """Reuse the dress rehearsal's work on the workbench: the first unbroken block of steps
+    that succeeded there and whose effect lives on the workbench only (the clone, the
+    import, the re-initialization, checks on the clone). Steps that act on production or
+    measure it run again, for real."""
+    latest = source.latest_runs()
+    carried: list[StepRun] = []
+    for spec in rehearsal.runbook.steps.order_by("position"):
+        done = latest.get(spec.pk)
+        if done is not None and done.status == S.SUCCEEDED and registry.get(spec.kind).carries_over(spec):
+            carried.append(StepRun.objects.create(rehearsal=rehearsal, step=spec, status=S.CARRIED,
+                                                  carried_from=done, result={"carried_from_rehearsal": source.pk}))
+        elif carried:
+            break
+    return carried
 
 
 @transaction.atomic
@@ -97,7 +168,10 @@ def start(rehearsal: Rehearsal, user) -> StepRun:
     rehearsal.status = Rehearsal.Status.RUNNING
     rehearsal.started_at = timezone.now()
     rehearsal.save(update_fields=["status", "started_at"])
-    record(rehearsal.incident, user, "rehearsal.started", f"Started rehearsal #{rehearsal.pk}", rehearsal=rehearsal)
+    if not rehearsal.is_dress_rehearsal:
+        require_production_runner(user)
+    record(rehearsal.incident, user, "rehearsal.started", f"Started {rehearsal.kind_label.lower()} #{rehearsal.pk}",
+           rehearsal=rehearsal)
     incident_lifecycle.run_started(rehearsal)
     return _advance_locked(rehearsal, user)
 
@@ -311,6 +385,10 @@ def destroy_clone(rehearsal: Rehearsal, user) -> None:
     if busy and busy.status in {S.QUEUED, S.RUNNING, S.PREPARING}:
         raise TransitionError(f"step {busy.step.position} is {busy.get_status_display().lower()}; "
                               f"the clone cannot be destroyed under it")
+    needing = production_runs_needing(rehearsal).first()
+    if needing is not None:
+        raise TransitionError(f"production run #{needing.pk} continues on this dress rehearsal's workbench; "
+                              f"finish or cancel it first")
     if not queue_clone_destroy(rehearsal, user):
         raise TransitionError(f"rehearsal #{rehearsal.pk} has no clone to destroy")
     record(rehearsal.incident, user, "clone.destroy_requested", "Requested destruction of the clone",

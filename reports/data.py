@@ -66,6 +66,7 @@ def _attempt(run: StepRun) -> dict:
         "approvals": _approvals(run), "error": run.error,
         "note": result.get("note", "") if run.status == StepRun.Status.SKIPPED or kind.interactive else "",
         "confirmed_by": result.get("confirmed_by", "") if kind.interactive else "",
+        "carried_from_rehearsal": run.carried_from.rehearsal_id if run.carried_from_id else None,
         "log_lines": run.last_seq, "log_excerpt": log_excerpt(run) if run.last_seq else [],
     }
 
@@ -73,7 +74,7 @@ def _attempt(run: StepRun) -> dict:
 def _steps(rehearsal: Rehearsal, measures: list[est.StepMeasure], projection: est.Estimate,
            dress: dict[int, float | None]) -> list[dict]:
     by_step: dict[int, list[StepRun]] = {}
-    runs = rehearsal.step_runs.select_related("step", "requested_by").prefetch_related(
+    runs = rehearsal.step_runs.select_related("step", "requested_by", "carried_from").prefetch_related(
         "approvals__approver", "approvals__requested_by").order_by("attempt")
     for run in runs:
         by_step.setdefault(run.step_id, []).append(run)
@@ -131,16 +132,8 @@ def _milestones(rehearsal: Rehearsal, steps: list[dict]) -> list[dict]:
 
 
 def dress_rehearsal_of(rehearsal: Rehearsal) -> Rehearsal | None:
-    """The dress rehearsal a production run continues from (the latest one of the same runbook
-    version for the incident when the run does not name it)."""
-    if rehearsal.mode != Rehearsal.Mode.PRODUCTION:
-        return None
-    named = getattr(rehearsal, "continues_from", None)
-    if named is not None:
-        return named
-    return (Rehearsal.objects.filter(incident=rehearsal.incident, runbook=rehearsal.runbook,
-                                     mode=Rehearsal.Mode.REHEARSAL, created_at__lt=rehearsal.created_at)
-            .order_by("-created_at").first())
+    """The dress rehearsal a production run continues from (none for an override)."""
+    return None if rehearsal.is_dress_rehearsal else rehearsal.continues_from
 
 
 def _key_numbers(rehearsal: Rehearsal, measures, steps, milestones, projection) -> dict[str, Any]:
@@ -155,7 +148,8 @@ def _key_numbers(rehearsal: Rehearsal, measures, steps, milestones, projection) 
                 rates.append({"step": m.spec.position, "label": f["label"], "value": f["value"], "unit": f["unit"]})
     at = {m["name"]: m["at"] for m in milestones}
     degraded = None
-    if at.get("service_disabled"):
+    # In a dress rehearsal the service is disabled on the stand-in: production is not degraded.
+    if at.get("service_disabled") and not rehearsal.is_dress_rehearsal:
         end = at.get("service_restored")
         start_t = dt.datetime.fromisoformat(at["service_disabled"])
         end_t = dt.datetime.fromisoformat(end) if end else None
@@ -167,15 +161,17 @@ def _key_numbers(rehearsal: Rehearsal, measures, steps, milestones, projection) 
         total = ((rehearsal.finished_at or timezone.now()) - rehearsal.started_at).total_seconds()
     return {"bytes": [{"name": k, "label": KEY_NUMBER_LABELS.get(k, k), "value": v} for k, v in totals.items()],
             "rates": rates, "degraded": degraded, "people_seconds": waits, "total_seconds": total,
-            "left_production": False if at.get("service_disabled") else None}
+            "production_changed": not rehearsal.is_dress_rehearsal}
 
 
 def _estimate_dict(projection: est.Estimate) -> dict:
     return {"total_seconds": projection.total_seconds, "machine_seconds": projection.machine_seconds,
             "people_seconds": projection.people_seconds, "converges": projection.converges,
+            "preparation_seconds": projection.preparation_seconds,
             "volumes": projection.volumes, "not_measured": projection.not_measured,
             "steps": [{"position": s.position, "title": s.title, "measured": s.measured, "projected": s.projected,
-                       "method": s.method, "people_seconds": s.people_seconds} for s in projection.steps]}
+                       "method": s.method, "people_seconds": s.people_seconds, "preparation": s.preparation}
+                      for s in projection.steps]}
 
 
 def _verdict(rehearsal: Rehearsal, steps: list[dict], estimate: dict, compliance: dict | None) -> str:
@@ -204,6 +200,8 @@ def _summary(rehearsal: Rehearsal, steps, findings, key, estimate) -> str:
     newer = sum(1 for f in findings if f["verdict"] == "newer_on_production")
     parts = [f"{incident.production_host} lost its {incident.broken_service or 'service'}; "
              f"{done} of {len(steps)} steps of {rehearsal.runbook} are done in this {rehearsal.get_mode_display()}."]
+    if not key["production_changed"]:
+        parts.append("Production was not changed: the steps aimed at production acted on its stand-in.")
     if key["degraded"]:
         parts.append(f"Only {incident.broken_service or 'the broken service'} was disabled"
                      + (f", for {duration(key['degraded']['seconds'])}" if key["degraded"]["seconds"] else "")
@@ -248,7 +246,10 @@ def build(rehearsal: Rehearsal) -> dict[str, Any]:
     key = _key_numbers(rehearsal, measures, steps, milestones, projection)
     findings = _findings(rehearsal, projection.volumes.get("volume.data_bytes"))
     timeline = _timeline(rehearsal)
-    clone = Clone.objects.filter(rehearsal=rehearsal).first()
+    clones = list(Clone.objects.filter(rehearsal=rehearsal).order_by("role"))
+    if rehearsal.continues_from_id:
+        clones += [c for c in Clone.objects.filter(rehearsal_id=rehearsal.continues_from_id,
+                                                   role=Clone.Role.WORKBENCH)]
     generated = _summary(rehearsal, steps, findings, key, estimate)
     authors = sorted({e["actor"] for e in timeline if e["actor"] != "system"}
                      | ({report.updated_by.username} if report.updated_by else set()))
@@ -263,10 +264,10 @@ def build(rehearsal: Rehearsal) -> dict[str, Any]:
                       "status": rehearsal.get_status_display(), "runbook": str(rehearsal.runbook),
                       "hypervisor": str(rehearsal.hypervisor), "created_by": _user(rehearsal.created_by),
                       "started_at": iso(rehearsal.started_at), "finished_at": iso(rehearsal.finished_at),
-                      "clone": {"name": str(clone), "status": clone.get_status_display(),
-                                "role": getattr(clone, "role", "") or "workbench",
-                                "point_in_time": iso(clone.point_in_time),
-                                "consistency": clone.consistency or {}} if clone else None,
+                      "kind_label": rehearsal.kind_label, "override_reason": rehearsal.override_reason,
+                      "clones": [{"name": str(c), "role": c.get_role_display(), "status": c.get_status_display(),
+                                  "rehearsal": c.rehearsal_id, "point_in_time": iso(c.point_in_time),
+                                  "consistency": c.consistency or {}} for c in clones],
                       "dress_rehearsal": dress.pk if dress else None},
         "report": {"status": report.get_status_display(), "authors": authors},
         "verdict": _verdict(rehearsal, steps, estimate, compliance),

@@ -5,6 +5,11 @@ steps scale with the production host's volumes and their measured throughput, co
 steps take their measured duration. People time — approval waits and the steps a person
 completes — is kept apart, as measured. Steps that did not run fall back to the
 runbook's estimate and say so. Several runs of the same runbook version give a range.
+
+The window is the production run: the leading block of steps whose work lives on the
+workbench (``StepKind.carries_over``: the clone, the import, the re-initialization, the
+checks on the clone) is done beforehand in the dress rehearsal and carried over, so it
+is shown as preparation, outside the window the target is compared with.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class StepMeasure:
     facts: dict[str, dict]
     approval_wait: float
     people: bool                 # a person completes the step: its duration is people time
+    carried: bool = False        # done beforehand on the workbench: outside the production window
 
 
 @dataclass
@@ -38,6 +44,7 @@ class StepProjection:
     projected: float | None      # None: does not converge
     method: str
     people_seconds: float
+    preparation: bool = False
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Estimate:
     volumes: dict[str, float]
     converges: bool
     not_measured: list[int] = field(default_factory=list)
+    preparation_seconds: float = 0.0
 
     @property
     def total_seconds(self) -> float | None:
@@ -72,19 +80,33 @@ def approval_wait_seconds(run: StepRun) -> float:
 
 
 def measure(rehearsal: Rehearsal) -> list[StepMeasure]:
+    """Per runbook step, its latest successful attempt; a step a production run carried over
+    is measured by the dress rehearsal's attempt it reuses."""
     runs: dict[int, StepRun] = {}
-    for run in rehearsal.step_runs.filter(status=StepRun.Status.SUCCEEDED).prefetch_related("approvals"):
+    done = rehearsal.step_runs.filter(status__in=[StepRun.Status.SUCCEEDED, StepRun.Status.CARRIED])
+    for run in done.select_related("carried_from").prefetch_related("approvals", "carried_from__approvals"):
         if run.step_id not in runs or run.attempt > runs[run.step_id].attempt:
             runs[run.step_id] = run
     out = []
+    # Like the rule a production run carries steps over by (the first unbroken block of steps
+    # whose work lives on the workbench), except that a step not measured here still belongs to
+    # the preparation it would be part of.
+    in_block, block_ended = False, False
     for spec in rehearsal.runbook.steps.order_by("position"):
         kind = registry.get(spec.kind)
         run = runs.get(spec.pk)
+        if run is not None and run.status == StepRun.Status.CARRIED:
+            run = run.carried_from
         seconds = run.duration_seconds if run else None
         facts = kind.report.facts(run.result or {}, seconds, data_values(run, kind.report.data_keys)) \
             if run else {}
+        carried = not block_ended and kind.carries_over(spec)
+        if carried:
+            in_block = True
+        elif in_block:
+            block_ended = True
         out.append(StepMeasure(spec, run, seconds, facts, approval_wait_seconds(run) if run else 0.0,
-                               kind.interactive))
+                               kind.interactive, carried))
     return out
 
 
@@ -100,9 +122,17 @@ def volumes_of(measures: list[StepMeasure]) -> dict[str, float]:
 
 def estimate(measures: list[StepMeasure], *, rate_factor: float = 1.0) -> Estimate:
     volumes = volumes_of(measures)
-    steps, machine, people, converges, not_measured = [], 0.0, 0.0, True, []
+    steps, machine, people, converges, not_measured, preparation = [], 0.0, 0.0, True, [], 0.0
     for m in measures:
         spec = m.spec
+        if m.carried:
+            how = "done beforehand on the workbench (carried over into the production run)"
+            if m.seconds is None:
+                not_measured.append(spec.position)
+                how += "; not measured in this run: the runbook's estimate"
+            preparation += m.seconds if m.seconds is not None else float(spec.estimated_seconds)
+            steps.append(StepProjection(spec.position, spec.title, m.seconds, 0.0, how, 0.0, preparation=True))
+            continue
         if m.run is None or m.seconds is None:
             projected, method = float(spec.estimated_seconds), "not measured in this run: the runbook's estimate"
             not_measured.append(spec.position)
@@ -121,7 +151,7 @@ def estimate(measures: list[StepMeasure], *, rate_factor: float = 1.0) -> Estima
             machine += projected
         people += step_people
         steps.append(StepProjection(spec.position, spec.title, m.seconds, projected, method, step_people))
-    return Estimate(steps, machine if converges else None, people, volumes, converges, not_measured)
+    return Estimate(steps, machine if converges else None, people, volumes, converges, not_measured, preparation)
 
 
 def compliance(total_seconds: float | None, target_minutes: int | None) -> dict[str, Any] | None:

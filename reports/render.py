@@ -90,6 +90,7 @@ def view_model(snapshot: dict[str, Any], zone_name: str | None = None) -> dict[s
         e["total_shown"] = duration(e["total_seconds"]) if e["converges"] else "does not converge"
         e["machine_shown"] = duration(e["machine_seconds"]) if e["converges"] else "does not converge"
         e["people_shown"] = duration(e["people_seconds"])
+        e["preparation_shown"] = duration(e["preparation_seconds"])
         for s in e["steps"]:
             s["projected_shown"] = "does not converge" if s["projected"] is None else duration(s["projected"])
             s["measured_shown"] = duration(s["measured"])
@@ -136,20 +137,26 @@ def markdown(snapshot: dict[str, Any], zone_name: str | None = None, *, version:
     out = [f"# Incident report: #{inc['id']} {inc['title']}", "",
            f"- Severity: {inc['severity']} · incident {inc['status']}",
            f"- Production host: {inc['host']} ({inc['host_address']}), broken service: {inc['broken_service'] or '—'}",
-           f"- {reh['mode_label']} #{reh['id']} of {reh['runbook']} on {reh['hypervisor']}: {reh['status']}"
-           + (f"; clone {reh['clone']['name']} ({reh['clone']['role']})" if reh["clone"] else ""),
+           f"- {reh['kind_label']} #{reh['id']} of {reh['runbook']} on {reh['hypervisor']}: {reh['status']}"
+           + "".join(f"; {c['role']}: {c['name']} ({c['status']})" for c in reh["clones"])
+           + (f"; continues dress rehearsal #{reh['dress_rehearsal']}" if reh["dress_rehearsal"] else "")
+           + (f"; started without a dress rehearsal: {reh['override_reason']}" if reh["override_reason"] else ""),
            f"- Report: {r['report']['status']}" + (f", version {version}" if version else "")
            + f"; authors: {', '.join(r['report']['authors']) or '—'}", "",
            f"**{r['verdict']}**", "", r["summary"], "", "## Key numbers", ""]
     if key["degraded"]:
         out.append(f"- Service degraded from {key['degraded']['from_shown']} to {key['degraded']['to_shown']} "
                    f"({key['degraded']['shown']}); the server stayed in production")
+    if not key["production_changed"]:
+        out.append("- Production was not changed: this dress rehearsal's production steps acted on the stand-in")
     out += [f"- {b['label']}: {b['shown']}" for b in key["bytes"]]
     out += [f"- step {x['step']}, {x['label']}: {x['shown']}" for x in key["rates"]]
     out += [f"- time waiting on people: {key['people_shown']}", f"- total: {key['total_shown']}", "",
             "## Restoration-time estimate", "",
             f"- Estimate for the real repair: **{est['total_shown']}** (machine {est['machine_shown']}, "
-            f"people {est['people_shown']})"]
+            f"people {est['people_shown']})"
+            + (f"; prepared beforehand on the workbench: {est['preparation_shown']}" if est["preparation_seconds"]
+               else "")]
     if inc["target_minutes"]:
         c = r["compliance"]
         out.append(f"- Target: {inc['target_shown']}; ratio {c['ratio'] if c['ratio'] is not None else '—'}: "

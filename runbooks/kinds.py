@@ -106,6 +106,12 @@ class StepKind:
     def summary(self, params: dict[str, Any]) -> str:
         return ""
 
+    def carries_over(self, spec: Any) -> bool:
+        """Whether a production run continuing from a dress rehearsal reuses this step's
+        success there instead of running it again: true when the step's whole effect lives
+        on the workbench clone (by default: its target is the clone)."""
+        return spec.target == "clone"
+
     def preview(self, ctx: Any) -> dict[str, Any]:
         raise StepFailed(f"step kind {self.name!r} has no preview")
 

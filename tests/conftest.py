@@ -19,17 +19,21 @@ pytest_plugins = ["tests.fixtures.testhosts", "tests.support.clone"]  # fixtures
 
 @pytest.fixture
 def users(db):
-    from django.contrib.auth.models import Group, User
+    from django.contrib.auth.models import Group, Permission, User
 
     ops, _ = Group.objects.get_or_create(name="ops")
     managers, _ = Group.objects.get_or_create(name="managers")
+    run_production = Permission.objects.get(codename="run_production", content_type__app_label="rehearsals")
     alice = User.objects.create_user("alice", password="alice-pass-123")
     bob = User.objects.create_user("bob", password="bob-pass-123")
+    carol = User.objects.create_user("carol", password="carol-pass-123")  # ops, dress rehearsals only
     mona = User.objects.create_user("mona", password="mona-pass-123")
-    alice.groups.add(ops)
-    bob.groups.add(ops)
+    for person in (alice, bob, carol):
+        person.groups.add(ops)
+    for person in (alice, bob):
+        person.user_permissions.add(run_production)
     mona.groups.add(managers)
-    return {"alice": alice, "bob": bob, "mona": mona}
+    return {"alice": alice, "bob": bob, "carol": carol, "mona": mona}
 
 
 @pytest.fixture
@@ -60,7 +64,8 @@ def make_rehearsal(users, hypervisor):
 
     counter = itertools.count(1)
 
-    def make(host, steps: list[dict], *, name: str | None = None, user=None, on=None, mode: str = "rehearsal"):
+    def make(host, steps: list[dict], *, name: str | None = None, user=None, on=None, mode: str = "rehearsal",
+             override_reason: str = ""):
         name = name or f"rb-{next(counter)}"
         user = user or users["alice"]
         incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
@@ -71,7 +76,8 @@ def make_rehearsal(users, hypervisor):
                                     params=s.get("params", {}), target=s.get("target", "production"),
                                     needs_approval=s.get("needs_approval", False),
                                     milestone=s.get("milestone", ""))
-        return transitions.create_rehearsal(incident, runbook, on or hypervisor, user, mode=mode)
+        return transitions.create_rehearsal(incident, runbook, on or hypervisor, user, mode=mode,
+                                            override_reason=override_reason)
 
     return make
 
@@ -148,15 +154,26 @@ def prod_host_row(production_host):
 
 @pytest.fixture
 def register_clone():
-    """Register a running test host as a rehearsal's clone (stands in for a VM until the clone step ran)."""
+    """Register a running test host as a rehearsal's workbench clone, or with ``role=stand_in`` as its
+    stand-in of production (in place of the VMs the clone step starts on a real hypervisor)."""
     from django.utils import timezone
 
     from rehearsals.models import Clone
 
-    def register(rehearsal, host) -> "Clone":
+    def register(rehearsal, host, role: str = Clone.Role.WORKBENCH) -> "Clone":
         return Clone.objects.create(
-            rehearsal=rehearsal, hypervisor=rehearsal.hypervisor, status=Clone.Status.RUNNING,
-            domain_name=f"test-clone-{rehearsal.pk}", address=host.address, port=host.port, user=host.user,
+            rehearsal=rehearsal, hypervisor=rehearsal.hypervisor, status=Clone.Status.RUNNING, role=role,
+            domain_name=f"test-{role}-{rehearsal.pk}", address=host.address, port=host.port, user=host.user,
             key_path=str(host.client_key_path), host_key=host.host_public_key, point_in_time=timezone.now())
 
     return register
+
+
+@pytest.fixture
+def make_production_run(make_rehearsal):
+    """``make_rehearsal`` for a production run with no dress rehearsal before it (the override
+    recorded): for tests of what a step does to the real production host."""
+    import functools
+
+    return functools.partial(make_rehearsal, mode="production",
+                             override_reason="test of a step against the real production test host")

@@ -65,7 +65,7 @@
     const head = h("div", { class: "step-head" },
       h("span", { class: "pos", text: String(step.position) }),
       h("span", { class: "title", text: step.title }),
-      h("span", { class: "kind", text: `${step.kind} → ${step.target}` }),
+      h("span", { class: `kind target-${step.target}`, text: `${step.kind} → ${(state.targets || {})[step.target] || step.target}` }),
       step.needs_approval ? h("span", { class: "tag", text: "needs approval" }) : null,
       h("span", { class: `badge st-${status}`, text: run ? `${run.status_label}${run.attempt > 1 ? " (attempt " + run.attempt + ")" : ""}` : "Not started" }),
       h("span", { class: "est", text: `est. ${fmtSecs(step.estimated_seconds)}${run && run.duration !== null ? " · took " + fmtSecs(run.duration) : ""}` }),
@@ -81,6 +81,12 @@
         bar.firstChild.style.width = pct === null ? "100%" : `${pct.toFixed(1)}%`;
         li.append(h("div", { class: "progress-row" }, bar,
           h("span", { class: "progress-text", text: (phase[run.id] ? `[${phase[run.id]}] ` : "") + progressText(p) })));
+      }
+      if (run.carried_from) {
+        const c = run.carried_from;
+        li.append(h("p", { class: "muted carried" }, `Done in dress rehearsal #${c.rehearsal}`,
+          c.duration !== null ? ` (took ${fmtSecs(c.duration)}) · ` : " · ",
+          h("a", { href: c.url, text: "its log and result" }), "; not run again: this run continues on its workbench."));
       }
       if (run.error) li.append(h("p", { class: "error", text: run.error }));
       if (run.approval) {
@@ -155,23 +161,37 @@
 
   function renderClone() {
     const box = $("#clone-panel");
-    const c = state.clone;
-    if (!c) { box.hidden = true; return; }
+    const clones = state.clones || [];
+    if (!clones.length) { box.hidden = true; return; }
     box.hidden = false;
-    const cons = c.consistency || {};
-    const changed = (cons.changed || []).length, vanished = (cons.vanished || []).length;
-    box.replaceChildren(
-      h("h2", {}, "Clone ", h("span", { class: `badge st-${c.status === "running" ? "succeeded" : c.status === "failed" ? "failed" : "skipped"}`, text: c.status_label })),
-      h("p", {}, h("code", { text: c.domain || "(no domain yet)" }), ` · ssh ${c.ssh || "—"} · host key ${c.host_key_fingerprint || "—"}`,
-        c.point_in_time ? ` · copy of production as of ${c.point_in_time}` : "", c.keep ? " · kept after the rehearsal" : ""),
-      cons.summary ? h("p", { class: changed || vanished ? "error" : "muted", text: cons.summary }) : null,
-    );
-    if (cfg.canOperate && c.status !== "destroyed") {
-      const b = h("button", { type: "button", class: "danger", text: "Destroy clone" });
+    box.replaceChildren(h("h2", {}, clones.length > 1 ? "Clones" : "Clone"));
+    for (const c of clones) {
+      const cons = c.consistency || {};
+      const changed = (cons.changed || []).length, vanished = (cons.vanished || []).length;
+      box.append(
+        h("h3", { class: `clone-${c.role}` }, c.label + " ",
+          h("span", { class: `badge st-${c.status === "running" ? "succeeded" : c.status === "failed" ? "failed" : "skipped"}`, text: c.status_label }),
+          c.from_rehearsal ? h("span", { class: "muted", text: ` (built by dress rehearsal #${c.from_rehearsal})` }) : null),
+        h("p", {}, h("code", { text: c.domain || "(no domain yet)" }), ` · ssh ${c.ssh || "—"} · host key ${c.host_key_fingerprint || "—"}`,
+          c.point_in_time ? ` · copy of production as of ${c.point_in_time}` : "", c.keep ? " · kept after the rehearsal" : ""),
+        c.role === "workbench" && cons.summary ? h("p", { class: changed || vanished ? "error" : "muted", text: cons.summary }) : null,
+      );
+    }
+    const own = clones.filter((c) => !c.from_rehearsal && c.status !== "destroyed");
+    if (cfg.canOperate && own.length) {
+      const b = h("button", { type: "button", class: "danger", text: own.length > 1 ? "Destroy the clones" : "Destroy clone" });
       b.dataset.action = "destroy_clone";
-      b.addEventListener("click", () => { if (confirm("Destroy the clone VM, its disk and staging tree?")) send("destroy_clone", {}); });
+      b.addEventListener("click", () => { if (confirm("Destroy the clone VM(s), their disks and staging tree?")) send("destroy_clone", {}); });
       box.append(b);
     }
+  }
+
+  function renderProductionRuns() {
+    const p = $("#production-runs");
+    const runs = state.production_runs || [];
+    p.hidden = runs.length === 0;
+    p.replaceChildren(...(runs.length ? ["Production run(s) continuing from this dress rehearsal: ",
+      ...runs.flatMap((id, i) => [i ? ", " : "", h("a", { href: `/rehearsals/${id}/`, text: `#${id}` })])] : []));
   }
 
   function render() {
@@ -184,6 +204,9 @@
     const start = $("#btn-start"), cancel = $("#btn-cancel");
     if (start) start.hidden = state.status !== "pending";
     if (cancel) cancel.hidden = ["succeeded", "cancelled"].includes(state.status);
+    const real = $("#btn-run-for-real");
+    if (real) real.hidden = !state.can_run_for_real;
+    renderProductionRuns();
     if (state.timeline) renderTimeline(state.timeline);
   }
 
@@ -292,7 +315,10 @@
   }
 
   document.querySelectorAll("#toolbar button[data-action]").forEach((b) =>
-    b.addEventListener("click", () => send(b.dataset.action, {})));
+    b.addEventListener("click", () => {
+      if (b.dataset.action === "run_for_real" && !confirm("Create the production run? It will change the real production host, continuing from this dress rehearsal's repaired workbench.")) return;
+      send(b.dataset.action, {});
+    }));
   window.understudyDebug = { lastSeq, logs };
   render();
   connect();

@@ -19,7 +19,7 @@ from django.conf import settings
 from rehearsals.models import Clone
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Int, List, Str
-from workers.engines.clone import CloneError, CloneOptions, clone_host
+from workers.engines.clone import CloneError, CloneOptions, StandInOptions, clone_host
 from workers.engines.hypervisor import HypervisorError
 from workers.engines.ssh import SSHError
 
@@ -65,6 +65,10 @@ class CloneStep(StepKind):
             parts.append("disable in the clone: " + ", ".join(params["disable_services"]))
         return "; ".join(parts)
 
+    def carries_over(self, spec):
+        # the workbench it built is what a production run continues on
+        return True
+
     def run(self, ctx):
         p = ctx.params
         rehearsal = ctx.rehearsal
@@ -72,39 +76,67 @@ class CloneStep(StepKind):
         if existing is not None:
             raise StepFailed(f"this rehearsal already has a clone ({existing}, {existing.get_status_display()}); "
                              f"destroy it first")
-        Clone.objects.filter(rehearsal=rehearsal).delete()  # a destroyed one: keep only the new record
+        Clone.objects.filter(rehearsal=rehearsal).delete()  # destroyed ones: keep only the new records
         host = rehearsal.incident.production_host
         hostname = p.get("hostname") or f"{host.name}-clone-{rehearsal.pk}"
         key_path, pub = worker_keypair()
         hv = rehearsal.hypervisor
-        clone = Clone.objects.create(rehearsal=rehearsal, hypervisor=hv, status=Clone.Status.BUILDING,
-                                     domain_name=domain_name(rehearsal, hostname), key_path=str(key_path))
+        workbench = Clone.objects.create(rehearsal=rehearsal, hypervisor=hv, status=Clone.Status.BUILDING,
+                                         domain_name=domain_name(rehearsal, hostname), key_path=str(key_path))
+        stand_in = None
+        if rehearsal.is_dress_rehearsal:
+            # the stand-in plays production, so every step aimed at production acts on it
+            stand_in = Clone.objects.create(
+                rehearsal=rehearsal, hypervisor=hv, role=Clone.Role.STAND_IN, status=Clone.Status.BUILDING,
+                domain_name=domain_name(rehearsal, f"{host.name}-standin"), key_path=str(key_path))
         options = CloneOptions(
-            name=clone.domain_name, hostname=hostname, rehearsal_id=str(rehearsal.pk),
+            name=workbench.domain_name, hostname=hostname, rehearsal_id=str(rehearsal.pk),
             pre_command=p.get("pre_command"), post_command=p.get("post_command"), exclude=p["exclude"],
             disable_services=p["disable_services"], memory_mib=p["memory_mib"], vcpus=p["vcpus"],
             headroom_percent=p["headroom_percent"], boot_timeout=p["boot_timeout"],
-            domain_type=hv.domain_type or None, worker_public_key=pub, worker_key_path=str(key_path))
+            domain_type=hv.domain_type or None, worker_public_key=pub, worker_key_path=str(key_path),
+            stand_in=StandInOptions(name=stand_in.domain_name, hostname=stand_in_hostname(host.name, rehearsal))
+            if stand_in else None)
+        clones = [c for c in (workbench, stand_in) if c is not None]
         try:
-            result = clone_host(ctx.production_endpoint(), hypervisor_uri=hv.libvirt_uri,
+            # the copy reads the real production host, in both modes: it is the point of a clone
+            result = clone_host(ctx.real_production("read"), hypervisor_uri=hv.libvirt_uri,
                                 storage_dir=hv.storage_dir, options=options, emitter=ctx.emitter,
                                 cancel=ctx.is_cancelled)
         except (CloneError, HypervisorError, SSHError, OSError) as exc:
-            clone.status = Clone.Status.FAILED
-            clone.save(update_fields=["status"])
+            for c in clones:
+                c.status = Clone.Status.FAILED
+                c.save(update_fields=["status"])
             raise StepFailed(f"clone failed: {exc}") from exc
-        clone.status = Clone.Status.RUNNING if result.booted else Clone.Status.FAILED
-        clone.disk_path = result.disk_path
-        clone.staging_dir = result.staging_dir
-        clone.address, clone.port, clone.user = result.ssh_host, result.ssh_port, result.user
-        clone.host_key = result.host_key
-        clone.point_in_time = dt.datetime.fromtimestamp(result.point_in_time, tz=dt.timezone.utc)
-        clone.consistency = result.consistency
-        clone.save()
+        point_in_time = dt.datetime.fromtimestamp(result.point_in_time, tz=dt.timezone.utc)
+        _record(workbench, result.booted, disk_path=result.disk_path, staging_dir=result.staging_dir,
+                address=result.ssh_host, port=result.ssh_port, user=result.user, host_key=result.host_key,
+                point_in_time=point_in_time, consistency=result.consistency)
+        if stand_in is not None and result.stand_in:
+            s = result.stand_in
+            _record(stand_in, s["booted"], disk_path=s["disk_path"], address=s["ssh_host"], port=s["ssh_port"],
+                    user=s["user"], host_key=s["host_key"], point_in_time=point_in_time,
+                    consistency=result.consistency)
         out = result.to_dict()
         if not result.booted:
             raise StepFailed(f"the clone was built but not booted: {hv.libvirt_uri} cannot run VMs "
                              f"(libvirt's test driver); use a real hypervisor to rehearse", out)
-        ctx.emitter.log(f"clone {clone.domain_name} is up: ssh {clone.user}@{clone.address}:{clone.port}, "
-                        f"host key pinned", "info")
+        ctx.emitter.log(f"workbench {workbench.domain_name} is up: ssh {workbench.user}@{workbench.address}:"
+                        f"{workbench.port}, host key pinned", "info")
+        if stand_in is not None:
+            ctx.emitter.log(f"stand-in of production {stand_in.domain_name} is up: ssh {stand_in.user}@"
+                            f"{stand_in.address}:{stand_in.port}, host key pinned; steps aimed at production "
+                            f"act on it in this dress rehearsal", "info")
         return out
+
+
+def stand_in_hostname(host_name: str, rehearsal) -> str:
+    safe = re.sub(r"[^A-Za-z0-9-]", "-", host_name)[:40].strip("-") or "production"
+    return f"{safe}-standin-{rehearsal.pk}"
+
+
+def _record(clone: Clone, booted: bool, **fields) -> None:
+    for name, value in fields.items():
+        setattr(clone, name, value)
+    clone.status = Clone.Status.RUNNING if booted else Clone.Status.FAILED
+    clone.save()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from rehearsals.models import Clone, Finding
+from rehearsals.models import Finding
 from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import AbsPath, Bool, Int, List, Str
 from workers.engines.manifest import ManifestError, build_pair, classify, diff_manifests, drift_check
@@ -59,9 +59,13 @@ class DiffStep(StepKind):
             s += f"; verify with: {params['verify_command']}"
         return s
 
+    def carries_over(self, spec):
+        # its findings are about production as it is now: a production run diffs again
+        return False
+
     def run(self, ctx):
         p = ctx.params
-        clone = Clone.objects.filter(rehearsal=ctx.rehearsal).first()
+        clone = ctx.workbench()
         save_dir = Path(settings.UNDERSTUDY_DATA_DIR) / "manifests" / f"rehearsal-{ctx.rehearsal.pk}" / \
             f"steprun-{ctx.step_run.pk}"
         save_dir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ class ImportBackupStep(StepKind):
     def source_endpoint(self, ctx):
         name = ctx.params["source"]
         if name == "production":
-            return ctx.production_endpoint()
+            # the backup is read from the real host in both modes: a dress rehearsal reads production
+            return ctx.real_production("read")
         host = ProductionHost.objects.filter(name=name).first()
         if host is None:
             raise StepFailed(f"no registered host is named {name!r}: register the backup server (with its pinned "

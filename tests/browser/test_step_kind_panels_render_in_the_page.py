@@ -25,7 +25,8 @@ def check_rehearsal(users, prod_host_row, worker_hypervisor):
                                  "required": False}]})
     StepSpec.objects.create(runbook=runbook, position=2, kind="manual", title="Look", target="production",
                             params={"instructions": "look"})
-    return transitions.create_rehearsal(incident, runbook, worker_hypervisor, users["alice"])
+    return transitions.create_rehearsal(incident, runbook, worker_hypervisor, users["alice"], mode="production",
+                                        override_reason="browser test against the production test host")
 
 
 def test_the_check_steps_panel_shows_each_check_with_its_verdict(check_rehearsal, live_server_url, browser):

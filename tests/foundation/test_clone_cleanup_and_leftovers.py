@@ -54,13 +54,14 @@ def _define_domain(uri, tmp_path, name, rehearsal_id):
     return disk
 
 
-def _clone_row(uri, r, tmp_path, name):
+def _clone_row(uri, r, tmp_path, name, role=Clone.Role.WORKBENCH):
     """A clone laid out as the clone engine lays it out: storage_dir/<name>/ with its marker."""
     clone_dir = Path(r.hypervisor.storage_dir) / name
     (clone_dir / "staging" / "etc").mkdir(parents=True)
     (clone_dir / CLONE_MARKER).write_text(name)
     disk = _define_domain(uri, clone_dir, name, r.pk)
     return Clone.objects.create(rehearsal=r, hypervisor=r.hypervisor, status=Clone.Status.RUNNING, domain_name=name,
+                                role=role,
                                 disk_path=str(disk), staging_dir=str(clone_dir / "staging"), address="127.0.0.1",
                                 port=2222)
 
@@ -88,19 +89,42 @@ def test_destroy_from_the_api_removes_domain_disk_and_staging(make_rehearsal, ho
 
 def test_closing_a_rehearsal_destroys_its_clone_unless_kept(make_rehearsal, host_row, worker_hypervisor, users, tmp_path,
                                                             libvirt_uri):
-    r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    r = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor, mode="production", override_reason="cleanup test")
     clone = _clone_row(libvirt_uri, r, tmp_path, f"us-close-{r.pk}")
     kept = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
     kept.keep_clone = True
     kept.save()
     kept_clone = _clone_row(libvirt_uri, kept, tmp_path, f"us-kept-{kept.pk}")
+    kept_stand_in = _clone_row(libvirt_uri, kept, tmp_path, f"us-kept-standin-{kept.pk}", Clone.Role.STAND_IN)
     for reh in (r, kept):
         run = transitions.start(reh, users["alice"])
         transitions.confirm(run, users["bob"], note="done")
     assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
-    assert Clone.objects.get(pk=kept_clone.pk).status == Clone.Status.RUNNING
-    assert kept_clone.domain_name in _domains(libvirt_uri)
+    assert {c.status for c in Clone.objects.filter(pk__in=[kept_clone.pk, kept_stand_in.pk])} == {"running"}
+    assert {kept_clone.domain_name, kept_stand_in.domain_name} <= _domains(libvirt_uri)
     assert TimelineEntry.objects.filter(rehearsal=r, action="clone.destroy_requested", actor=None).exists()
+
+
+def test_a_succeeded_dress_rehearsal_keeps_its_workbench_for_the_production_run(
+        make_rehearsal, host_row, worker_hypervisor, users, tmp_path, libvirt_uri):
+    """The stand-in goes when the dress rehearsal succeeds; the repaired workbench stays until
+    the production run that continues on it closes, and cannot be destroyed under it."""
+    dress = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
+    workbench = _clone_row(libvirt_uri, dress, tmp_path, f"us-wb-{dress.pk}")
+    stand_in = _clone_row(libvirt_uri, dress, tmp_path, f"us-si-{dress.pk}", Clone.Role.STAND_IN)
+    transitions.confirm(transitions.start(dress, users["alice"]), users["bob"], note="done")
+    assert wait_until(lambda: Clone.objects.get(pk=stand_in.pk).status == Clone.Status.DESTROYED, timeout=30)
+    assert Clone.objects.get(pk=workbench.pk).status == Clone.Status.RUNNING
+    assert workbench.domain_name in _domains(libvirt_uri)
+
+    dress.refresh_from_db()
+    production = transitions.create_rehearsal(dress.incident, dress.runbook, None, users["alice"],
+                                              mode="production", continues_from=dress)
+    with pytest.raises(transitions.TransitionError, match=f"production run #{production.pk} continues"):
+        transitions.destroy_clone(dress, users["alice"])
+    transitions.confirm(transitions.start(production, users["alice"]), users["bob"], note="done")
+    assert wait_until(lambda: Clone.objects.get(pk=workbench.pk).status == Clone.Status.DESTROYED, timeout=30)
+    assert workbench.domain_name not in _domains(libvirt_uri)
 
 
 def test_scan_lists_leftovers_and_they_can_be_destroyed(make_rehearsal, host_row, worker_hypervisor, users, tmp_path,

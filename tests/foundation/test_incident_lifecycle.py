@@ -46,7 +46,7 @@ def test_a_run_makes_the_incident_mitigating_and_cancelling_it_opens_it_again(ma
 
 
 def test_a_production_run_that_re_enables_the_service_resolves_the_incident(make_rehearsal, host_row, users):
-    rehearsal = make_rehearsal(host_row, [MANUAL, RESTORE], mode="production")
+    rehearsal = make_rehearsal(host_row, [MANUAL, RESTORE], mode="production", override_reason="state machine test: no VM here")
     incident = rehearsal.incident
     transitions.start(rehearsal, users["alice"])
     confirm_all(rehearsal, users["alice"])
@@ -70,7 +70,7 @@ def test_a_dress_rehearsal_does_not_resolve_the_incident(make_rehearsal, host_ro
 
 def test_a_person_closes_a_resolved_incident_with_a_note_and_no_run_starts_after(make_rehearsal, host_row, users,
                                                                                  hypervisor):
-    rehearsal = make_rehearsal(host_row, [RESTORE], mode="production")
+    rehearsal = make_rehearsal(host_row, [RESTORE], mode="production", override_reason="state machine test: no VM here")
     incident = rehearsal.incident
     transitions.start(rehearsal, users["alice"])
     with pytest.raises(transitions.TransitionError, match="run in progress"):

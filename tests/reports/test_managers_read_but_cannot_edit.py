@@ -13,8 +13,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def published(make_rehearsal, prod_host_row, production_host, worker_hypervisor, users):
-    r = make_rehearsal(prod_host_row, [{"kind": "command", "title": "Look at the service",
+def published(make_production_run, prod_host_row, production_host, worker_hypervisor, users):
+    r = make_production_run(prod_host_row, [{"kind": "command", "title": "Look at the service",
                                         "params": {"command": "minidb-service status; echo checked"}}],
                        on=worker_hypervisor)
     run = run_step_to_end(r, users["alice"])

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def finished_run(make_rehearsal, prod_host_row, production_host, worker_hypervisor, users):
-    r = make_rehearsal(prod_host_row, [
+def finished_run(make_production_run, prod_host_row, production_host, worker_hypervisor, users):
+    r = make_production_run(prod_host_row, [
         {"kind": "command", "title": "Disable the broken service", "milestone": "service_disabled",
          "params": {"command": "minidb-service disable && minidb-service status", "expect_exit": 3}},
         {"kind": "command", "title": "Re-enable the service", "milestone": "service_restored",

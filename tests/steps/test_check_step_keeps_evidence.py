@@ -7,12 +7,12 @@ from tests.support.runs import run_step_to_end
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _checks_rehearsal(make_rehearsal, host, hv, checks):
-    return make_rehearsal(host, [{"kind": "check", "params": {"checks": checks}}], on=hv)
+def _checks_rehearsal(make_production_run, host, hv, checks):
+    return make_production_run(host, [{"kind": "check", "params": {"checks": checks}}], on=hv)
 
 
-def test_passing_checks_on_production(make_rehearsal, prod_host_row, worker_hypervisor, users):
-    r = _checks_rehearsal(make_rehearsal, prod_host_row, worker_hypervisor, [
+def test_passing_checks_on_production(make_production_run, prod_host_row, worker_hypervisor, users):
+    r = _checks_rehearsal(make_production_run, prod_host_row, worker_hypervisor, [
         {"type": "command", "name": "datafiles verify", "command": "dbverify /var/lib/minidb/data/accounts.dbf"},
         {"type": "command", "name": "service answers", "command": "minidb-service status", "output_regex": "^up"},
     ])
@@ -23,9 +23,9 @@ def test_passing_checks_on_production(make_rehearsal, prod_host_row, worker_hype
     assert StepEvent.objects.filter(step_run=run, kind="data").count() == 2
 
 
-def test_failed_required_check_is_named(make_rehearsal, prod_host_row, production_host, worker_hypervisor, users):
+def test_failed_required_check_is_named(make_production_run, prod_host_row, production_host, worker_hypervisor, users):
     bad = production_host.scenario.datafile_in_host(next(iter(production_host.scenario.corrupted_files)))
-    r = _checks_rehearsal(make_rehearsal, prod_host_row, worker_hypervisor, [
+    r = _checks_rehearsal(make_production_run, prod_host_row, worker_hypervisor, [
         {"type": "command", "name": "corrupted file verifies", "command": ["dbverify", bad]},
         {"type": "tcp", "name": "nothing on 9", "port": 9, "required": False},
     ])

@@ -13,10 +13,10 @@ DATA = "/var/lib/minidb/data"
 
 
 
-def test_diff_classifies_corrupted_vs_newer(make_rehearsal, prod_host_row, production_host, repaired_clone,
+def test_diff_classifies_corrupted_vs_newer(make_production_run, prod_host_row, production_host, repaired_clone,
                                             worker_hypervisor, register_clone, users):
     production_host.run("minidb-service stop")
-    r = make_rehearsal(prod_host_row, [{"kind": "diff", "target": "clone",
+    r = make_production_run(prod_host_row, [{"kind": "diff", "target": "clone",
                                         "params": {"paths": [DATA], "verify_command": "dbverify {path}"}}],
                        on=worker_hypervisor)
     register_clone(r, repaired_clone)

@@ -23,10 +23,10 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
+def test_only_repaired_files_go_back_after_approval(make_production_run, prod_host_row, production_host, repaired_clone,
                                                     worker_hypervisor, register_clone, users):
     production_host.run("minidb-service disable")
-    r = make_rehearsal(prod_host_row, [
+    r = make_production_run(prod_host_row, [
         {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
         {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
         {"kind": "live_sync", "target": "production",
@@ -100,11 +100,11 @@ def test_only_repaired_files_go_back_after_approval(make_rehearsal, prod_host_ro
     assert TimelineEntry.objects.filter(step_run=sync, action="sync.rollback_failed").exists()
 
 
-def _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+def _diff_and_sync(make_production_run, prod_host_row, production_host, repaired_clone, worker_hypervisor,
                    register_clone, users):
     """Run a diff, then ask for the sync-back: returns once its preview awaits approval."""
     production_host.run("minidb-service disable")
-    r = make_rehearsal(prod_host_row, [
+    r = make_production_run(prod_host_row, [
         {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
         {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
     ], on=worker_hypervisor)
@@ -116,12 +116,12 @@ def _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clon
     return r, sync
 
 
-def test_rollback_restores_the_originals(make_rehearsal, prod_host_row, production_host, repaired_clone,
+def test_rollback_restores_the_originals(make_production_run, prod_host_row, production_host, repaired_clone,
                                          worker_hypervisor, register_clone, users):
     sc = production_host.scenario
     corrupted = sorted(sc.datafile_in_host(n) for n in sc.corrupted_files)
     originals = {p: (production_host.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
-    r, sync = _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+    r, sync = _diff_and_sync(make_production_run, prod_host_row, production_host, repaired_clone, worker_hypervisor,
                              register_clone, users)
     with pytest.raises(transitions.TransitionError, match="never wrote anything"):
         request_rollback(sync, users["bob"], note="too early")
@@ -137,9 +137,9 @@ def test_rollback_restores_the_originals(make_rehearsal, prod_host_row, producti
     assert {p: (production_host.rootfs / p.lstrip("/")).read_bytes() for p in corrupted} == originals
     assert TimelineEntry.objects.filter(step_run=sync, action="sync.rolled_back", actor=users["bob"]).exists()
 
-def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, production_host, repaired_clone,
+def test_a_changed_plan_needs_a_new_approval(make_production_run, prod_host_row, production_host, repaired_clone,
                                              worker_hypervisor, register_clone, users):
-    r, sync = _diff_and_sync(make_rehearsal, prod_host_row, production_host, repaired_clone, worker_hypervisor,
+    r, sync = _diff_and_sync(make_production_run, prod_host_row, production_host, repaired_clone, worker_hypervisor,
                              register_clone, users)
     # production moves after the preview was approved-to-be: one selected file is written to
     victim = production_host.scenario.datafile_in_host(next(iter(production_host.scenario.corrupted_files)))
@@ -154,7 +154,7 @@ def test_a_changed_plan_needs_a_new_approval(make_rehearsal, prod_host_row, prod
     assert (production_host.rootfs / victim.lstrip("/")).read_bytes() == before, "nothing written"
 
 
-def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_rehearsal, prod_host_row, production_host,
+def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_production_run, prod_host_row, production_host,
                                                                    repaired_clone, worker_hypervisor,
                                                                    register_clone, users):
     import os
@@ -162,7 +162,7 @@ def test_a_file_changed_after_the_clone_needs_an_explicit_override(make_rehearsa
     from rehearsals.models import Finding
 
     production_host.run("minidb-service disable")
-    r = make_rehearsal(prod_host_row, [
+    r = make_production_run(prod_host_row, [
         {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
         {"kind": "sync_back", "target": "production", "needs_approval": True, "params": {"backup_dir": BACKUP}},
     ], on=worker_hypervisor)

@@ -39,7 +39,8 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -48,9 +49,10 @@ from .endpoint import (AuthenticationFailed, CommandFailed, Endpoint, HostKeyMis
 from .events import Emitter, NullEmitter
 from .hypervisor import (
     DOMAIN_NAME_RE, CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
-    ReadinessTimeout, detect_accel, free_port,
+    ReadinessTimeout, detect_accel, free_port, tail_file,
 )
 from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files, resolve_in_root
+from .overlay import ImageFile, create_overlay, edit_image
 from .remote import TRANSPORTS, PipeLines, RemoteProcess, pick_transport
 from .ssh import Session, scan_host_key
 
@@ -143,6 +145,15 @@ class CloneCancelled(CloneError):
 # --------------------------------------------------------------------------- options / result
 
 @dataclass
+class StandInOptions:
+    """A second VM from the same point-in-time copy that plays production in a dress
+    rehearsal: a copy-on-write overlay of the same base disk, its own name, hostname,
+    fresh host keys and loopback port, on its own isolated user-mode network."""
+    name: str                                  # libvirt domain name, e.g. "us-r12-db-prod-01-standin"
+    hostname: str
+
+
+@dataclass
 class CloneOptions:
     name: str                                  # libvirt domain name, e.g. "us-r12-db-prod-01"
     hostname: str                              # the clone's new hostname
@@ -162,6 +173,7 @@ class CloneOptions:
     allow_unreadable: bool = False             # True: unreadable files are reported, not fatal
     hook_timeout: float = 600                  # seconds for pre/post command each
     transport: str = "openssh"                 # the tar streams: OpenSSH client (bulk speed), paramiko or auto
+    stand_in: StandInOptions | None = None     # also boot a stand-in of production (dress rehearsal)
     cmdline: str = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
 
 
@@ -187,6 +199,7 @@ class CloneResult:
     domain_type: str = ""
     source_point_in_time: float | None = None  # production's clock at the same moment (mtimes use it)
     fixups: dict = field(default_factory=dict)
+    stand_in: dict | None = None               # domain_name, clone_dir, disk_path, ssh_host/port, host_key, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -237,6 +250,11 @@ def _validate(options: CloneOptions) -> None:
         except ValueError as exc:
             raise CloneSpecError(f"worker_public_key must be an OpenSSH public key line "
                                  f"('ssh-ed25519 AAAA...'): {exc}") from exc
+    if options.stand_in is not None:
+        if not DOMAIN_NAME_RE.match(options.stand_in.name) or options.stand_in.name == options.name:
+            raise CloneSpecError(f"bad stand-in domain name {options.stand_in.name!r}")
+        if not _HOSTNAME_RE.match(options.stand_in.hostname):
+            raise CloneSpecError(f"bad stand-in hostname {options.stand_in.hostname!r}")
     if options.transport not in TRANSPORTS:
         raise CloneSpecError(f"transport must be one of {', '.join(TRANSPORTS)}, not {options.transport!r}")
     if not 0 <= options.headroom_percent <= 1000:
@@ -982,6 +1000,17 @@ class _Staged:
     initrd: Path | None
 
 
+@dataclass(frozen=True)
+class _StandIn:
+    name: str
+    hostname: str
+    dir: Path
+    disk: Path
+    kernel: Path
+    initrd: Path | None
+    host_key: str
+
+
 class _CloneRun:
     """State of one clone_host call: paths, the libvirt connection, what was created
     (so a failure removes exactly that), phase timings. One method per phase."""
@@ -994,7 +1023,9 @@ class _CloneRun:
         self.clone_dir = self.storage / options.name
         self.staging = self.clone_dir / "staging"
         self.phases = _Phases(emitter)
-        self.created = {"storage": False, "clone_dir": False, "domain": False}
+        self.created = {"storage": False, "clone_dir": False, "domain": False, "stand_in_dir": False,
+                        "stand_in_domain": False}
+        self.stand_in_dir = self.storage / options.stand_in.name if options.stand_in else None
         self.hv: Hypervisor | None = None
 
     # -- connect
@@ -1012,6 +1043,16 @@ class _CloneRun:
                                    f"destroy it first (leftover? see Hypervisor.list_clones())")
         if self.clone_dir.exists():
             raise CloneExistsError(f"{self.clone_dir} already exists (a leftover clone?); destroy_clone() it first")
+        if self.options.stand_in is not None:
+            try:
+                self.hv.info(self.options.stand_in.name)
+            except DomainNotFoundError:
+                pass
+            else:
+                raise CloneExistsError(f"a domain named {self.options.stand_in.name!r} already exists on {self.uri}; "
+                                       f"destroy it first")
+            if self.stand_in_dir.exists():
+                raise CloneExistsError(f"{self.stand_in_dir} already exists (a leftover stand-in?); destroy it first")
         return self.hv
 
     # -- capacity
@@ -1105,24 +1146,77 @@ class _CloneRun:
         except ImageError as exc:
             raise ImageBuildError(f"building the clone's disk: {exc}") from exc
 
+    # -- stand-in: the same point in time on a copy-on-write overlay, its own identity
+    def prepare_stand_in(self, disk: Path, staged: _Staged) -> _StandIn:
+        """Turn the built disk into the read-only base of two overlays: the workbench's
+        (at the same path, so nothing else changes for it) and the stand-in's, into which
+        the stand-in's hostname and fresh host keys are written."""
+        o, em = self.options, self.emitter
+        assert o.stand_in is not None and self.stand_in_dir is not None
+        base = disk.with_name("base.qcow2")
+        os.rename(disk, base)
+        os.chmod(base, 0o400)
+        create_overlay(base, disk)
+        sdir = self.stand_in_dir
+        sdir.mkdir(mode=0o700)
+        self.created["stand_in_dir"] = True
+        (sdir / CLONE_MARKER).write_text(f"{o.stand_in.name}\n{o.rehearsal_id}\n{time.time():.3f}\n")
+        overlay = create_overlay(base, sdir / "disk.qcow2")
+        kernel = sdir / "vmlinuz"
+        _copy_sparse(staged.kernel, kernel)
+        initrd = None
+        if staged.initrd:
+            initrd = sdir / "initrd.img"
+            _copy_sparse(staged.initrd, initrd)
+        hostname = o.stand_in.hostname
+        with tempfile.TemporaryDirectory(prefix="understudy-keys-") as tmp:
+            keys, files = {}, [ImageFile("/etc/hostname", f"{hostname}\n".encode())]
+            for kind in sorted(staged.report.host_keys):
+                key = Path(tmp) / f"ssh_host_{kind}_key"
+                keys[kind] = _keygen(key, kind, f"root@{hostname}")
+                files += [ImageFile(f"/etc/ssh/{key.name}", key.read_bytes(), 0o600),
+                          ImageFile(f"/etc/ssh/{key.name}.pub", key.with_name(key.name + ".pub").read_bytes())]
+            try:
+                hosts = edit_image(overlay, [], read=["/etc/hosts"]).get("/etc/hosts", b"")
+                renamed = re.sub(rb"(?<![\w.-])" + re.escape(o.hostname.encode()) + rb"(?![\w.-])",
+                                 hostname.encode(), hosts)
+                edit_image(overlay, files + [ImageFile("/etc/hosts", renamed)])
+            except ImageError as exc:
+                raise ImageBuildError(f"writing the stand-in's identity into its disk: {exc}") from exc
+        em.log(f"stand-in {o.stand_in.name}: overlay {overlay} on {base} (no second copy); hostname {hostname}; "
+               f"new host keys, pin {fingerprint(keys['ed25519'])}", "info")
+        return _StandIn(o.stand_in.name, hostname, sdir, overlay, kernel, initrd, keys["ed25519"])
+
     # -- define
     def define(self, staged: _Staged, disk: Path, domain_type: str) -> tuple[CloneDomainSpec, DomainInfo]:
-        assert self.hv is not None
         o = self.options
         spec = CloneDomainSpec(name=o.name, disk_path=disk, kernel_path=staged.kernel, initrd_path=staged.initrd,
                                ssh_port=free_port(), serial_log=self.clone_dir / "serial.log",
                                memory_mib=o.memory_mib, vcpus=o.vcpus, cmdline=o.cmdline, domain_type=domain_type,
                                rehearsal_id=o.rehearsal_id, clone_id=o.name)
-        self.created["domain"] = True   # before the call: a half-started domain is ours to remove
+        return spec, self._start(spec, "domain")
+
+    def define_stand_in(self, stand: _StandIn, domain_type: str) -> tuple[CloneDomainSpec, DomainInfo]:
+        o = self.options
+        spec = CloneDomainSpec(name=stand.name, disk_path=stand.disk, kernel_path=stand.kernel,
+                               initrd_path=stand.initrd, ssh_port=free_port(), serial_log=stand.dir / "serial.log",
+                               memory_mib=o.memory_mib, vcpus=o.vcpus, cmdline=o.cmdline, domain_type=domain_type,
+                               rehearsal_id=o.rehearsal_id, clone_id=stand.name)
+        return spec, self._start(spec, "stand_in_domain")
+
+    def _start(self, spec: CloneDomainSpec, created_key: str) -> DomainInfo:
+        assert self.hv is not None
+        self.created[created_key] = True   # before the call: a half-started domain is ours to remove
         try:
-            return spec, self.hv.define_and_start(spec, port_retries=3)
+            return self.hv.define_and_start(spec, port_retries=3)
         except HypervisorError as exc:
             raise DefineError(str(exc)) from exc
 
     # -- boot
-    def boot(self, info: DomainInfo, host_key: str) -> bool:
+    def boot(self, info: DomainInfo, host_key: str, options: CloneOptions | None = None,
+             serial_log: Path | None = None) -> bool:
         assert self.hv is not None
-        o = self.options
+        o = options or self.options
         if self.hv.is_test_driver:
             self.emitter.log(f"{self.uri} is libvirt's test driver: the domain is defined and 'running' there but "
                              f"nothing boots; skipping the SSH wait (booted=False)", "info")
@@ -1132,8 +1226,10 @@ class _CloneRun:
             self.hv.wait_until_ssh(info, timeout=o.boot_timeout)
             seen = verify_clone_ssh(info, host_key, o, max(30.0, o.boot_timeout - (time.monotonic() - t_boot)),
                                     self.emitter)
-        except (HypervisorError, ReadinessTimeout) as exc:
-            raise BootError(f"clone {o.name} did not come up: {exc}") from exc
+        except (HypervisorError, ReadinessTimeout, BootError) as exc:
+            tail = tail_file(serial_log, 15) if serial_log else ""
+            raise BootError(f"{o.name} did not come up: {exc}" + (f"\nserial log (last lines):\n{tail}" if tail else "")
+                            ) from exc
         self.emitter.log(f"clone {o.name} is up on {info.ssh_host}:{info.ssh_port}: {seen}", "info")
         return True
 
@@ -1141,6 +1237,10 @@ class _CloneRun:
         self.phases.stop()
         where = list(self.phases.timings)[-1] if self.phases.timings else "connect"
         self.emitter.log(f"clone failed in phase {where}: {type(exc).__name__}: {exc}; cleaning up", "stderr")
+        if self.options.stand_in is not None:
+            _cleanup(self.hv, self.options.stand_in.name, self.stand_in_dir, self.storage,
+                     {"domain": self.created["stand_in_domain"], "clone_dir": self.created["stand_in_dir"],
+                      "storage": False}, self.emitter)
         _cleanup(self.hv, self.options.name, self.clone_dir, self.storage, self.created, self.emitter)
 
 
@@ -1185,10 +1285,21 @@ def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path
         ph.start("image", emit=False)   # build_disk emits "image" itself
         image = run.build_image(facts)
         _check(cancel)
+        stand = None
+        if options.stand_in is not None:
+            ph.start("stand_in")
+            stand = run.prepare_stand_in(image.path, staged)
+            _check(cancel)
         ph.start("define")
         spec, info = run.define(staged, image.path, domain_type)
+        stand_spec, stand_info = run.define_stand_in(stand, domain_type) if stand else (None, None)
         ph.start("boot")
-        booted = run.boot(info, staged.report.host_key)
+        booted = run.boot(info, staged.report.host_key, serial_log=spec.serial_log)
+        stand_booted = False
+        if stand is not None:
+            stand_booted = run.boot(stand_info, stand.host_key, replace(options, name=stand.name,
+                                                                        hostname=stand.hostname),
+                                    serial_log=stand_spec.serial_log)
         ph.stop()
         ph.timings["total"] = round(time.monotonic() - t_all, 3)
         r = staged.report
@@ -1202,6 +1313,13 @@ def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path
             source_point_in_time=copied.source_clock,
             fixups={"old_hostname": r.old_hostname, "host_keys": r.host_keys, "fstab_disabled": r.fstab_disabled,
                     "network": r.network, "services": r.services})
+        if stand is not None:
+            result.stand_in = {
+                "domain_name": stand.name, "hostname": stand.hostname, "clone_dir": str(stand.dir),
+                "disk_path": str(stand.disk), "base_path": str(image.path.with_name("base.qcow2")),
+                "kernel_path": str(stand.kernel), "ssh_host": stand_info.ssh_host or "127.0.0.1",
+                "ssh_port": int(stand_info.ssh_port or stand_spec.ssh_port), "user": "root",
+                "host_key": stand.host_key, "serial_log": str(stand_spec.serial_log), "booted": stand_booted}
         emitter.data("clone", {k: v for k, v in result.to_dict().items() if k != "consistency"})
         return result
     except BaseException as exc:
@@ -1289,7 +1407,7 @@ def destroy_clone(hypervisor_uri: str, target: CloneResult | str, *, storage_dir
 
 
 __all__ = [
-    "CloneOptions", "CloneResult", "clone_host", "destroy_clone",
+    "CloneOptions", "CloneResult", "StandInOptions", "clone_host", "destroy_clone",
     "CloneError", "CloneSpecError", "CloneExistsError", "SourceError", "TarMissingError", "HookFailed",
     "CloneCapacityError", "StreamError", "UnreadableFilesError", "FixupError", "BootFilesMissing",
     "ImageBuildError", "DefineError", "BootError", "CloneCancelled",
