@@ -18,4 +18,5 @@ urlpatterns = [
     path("rehearsal/<int:pk>/v<int:number>/report.md", views.version_markdown, name="version_markdown"),
     path("rehearsal/<int:pk>/v<int:number>/reviewed/", views.reviewed, name="reviewed"),
     path("steps/<int:step_run>/log.txt", views.step_log, name="log"),
+    path("runbooks/<int:pk>/", views.runbook_page, name="runbook"),
 ]

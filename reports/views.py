@@ -13,10 +13,12 @@ from django.views.decorators.http import require_POST
 from accounts.roles import can_operate, is_manager, require_reader
 from rehearsals.errors import TransitionError
 from rehearsals.models import Rehearsal, StepEvent, StepRun
+from runbooks.models import Runbook
 
 from . import data, lifecycle
 from . import render as rendering
 from .forms import ActionItemForm, NarrativeForm
+from .history import runbook_history
 from .models import ActionItem, ReportVersion
 
 
@@ -170,3 +172,9 @@ def reviewed(request, pk: int, number: int):
     lifecycle.mark_reviewed(version, request.user)
     messages.success(request, f"Marked version {number} reviewed.")
     return redirect("reports:version", pk=pk, number=number)
+
+
+@login_required
+def runbook_page(request, pk: int):
+    require_reader(request.user)
+    return render(request, "reports/runbook.html", {"history": runbook_history(get_object_or_404(Runbook, pk=pk))})

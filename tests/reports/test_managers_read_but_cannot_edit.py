@@ -44,6 +44,8 @@ def test_a_manager_reads_every_format_but_cannot_edit(published, users):
     assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf" and pdf.content[:5] == b"%PDF-"
     assert b"checked" in mona.get(f"{base}/v1/report.md").content
     assert mona.get(f"{base}/report.json").json()["rehearsal"]["id"] == r.pk
+    history = mona.get(f"/reports/runbooks/{r.runbook_id}/").content.decode()
+    assert f"/reports/rehearsal/{r.pk}/" in history and "Production run #" in history
     log = mona.get(f"/reports/steps/{run.pk}/log.txt")
     assert log.status_code == 200 and b"checked" in b"".join(log.streaming_content)
 

@@ -82,6 +82,10 @@ def test_the_reports_tell_the_runs_story_in_html_pdf_and_markdown(seed_runs, tmp
                 100 * (step["seconds"] - step["dress_estimate_seconds"]) / step["dress_estimate_seconds"], abs=0.1)
     assert f"Dress rehearsal #{dress.pk} vs this production run" in flat
 
+    # two runs of this runbook version: a range; the sensitivity line is slower, never faster
+    assert snapshot["range"]["runs"] == 2 and snapshot["range"]["min"] <= snapshot["range"]["max"]
+    assert snapshot["estimate_half_rate"]["total_seconds"] >= snapshot["estimate"]["total_seconds"]
+
     # Markdown carries the same facts
     md = render.markdown(snapshot)
     for path in seed_runs["corrupted"]:
