@@ -238,7 +238,9 @@ def build(rehearsal: Rehearsal) -> dict[str, Any]:
     projection = est.estimate(measures)
     half = est.estimate(measures, rate_factor=est.HALF)
     dress = dress_rehearsal_of(rehearsal)
-    dress_projection = {s.position: s.projected for s in est.estimate(est.measure(dress)).steps} if dress else {}
+    # a step carried over was not run again: nothing to compare it with
+    dress_projection = {s.position: s.projected for s in est.estimate(est.measure(dress)).steps
+                        if not s.preparation} if dress else {}
     steps = _steps(rehearsal, measures, projection, dress_projection)
     milestones = _milestones(rehearsal, steps)
     estimate = _estimate_dict(projection)

@@ -72,8 +72,12 @@ def view_model(snapshot: dict[str, Any], zone_name: str | None = None) -> dict[s
             a["log_url"] = reverse("reports:log", args=[a["id"]]) if a["log_lines"] else ""
             for ap in a["approvals"]:
                 ap["wait_shown"] = duration(ap["wait_seconds"])
-        if s["dress_estimate_seconds"] and s["seconds"] is not None:
-            s["error_percent"] = round(100.0 * (s["seconds"] - s["dress_estimate_seconds"])
+        own = s["attempts"][-1] if s["attempts"] else {}
+        s["production_seconds"] = own.get("seconds") if own.get("status") == "succeeded" else None
+        s["production_shown"] = duration(s["production_seconds"]) if s["production_seconds"] is not None \
+            else (own.get("status_label") or "not run")
+        if s["dress_estimate_seconds"] and s["production_seconds"] is not None:
+            s["error_percent"] = round(100.0 * (s["production_seconds"] - s["dress_estimate_seconds"])
                                        / s["dress_estimate_seconds"], 1)
     key = vm["key_numbers"]
     for b in key["bytes"]:
@@ -206,7 +210,7 @@ def markdown(snapshot: dict[str, Any], zone_name: str | None = None, *, version:
     if any(s["dress_estimate_seconds"] is not None for s in r["steps"]):
         out += ["## Dress rehearsal vs production", ""] + _md_table(
             ["step", "dress rehearsal estimate", "production actual", "error"],
-            [[f"{s['position']}. {s['title']}", s["estimate_shown"], s["seconds_shown"],
+            [[f"{s['position']}. {s['title']}", duration(s["dress_estimate_seconds"]), s["production_shown"],
               f"{s['error_percent']} %" if "error_percent" in s else "—"] for s in r["steps"]])
     out += ["## Procedure as it ran", ""] + _md_table(
         ["#", "step", "kind", "target", "approval", "estimate", "params"],

@@ -38,6 +38,8 @@ class SyncBackReport(StepReport):
             "files_sent": fact("files replaced", len(files), "files"),
             "send_rate": fact("sync-back rate", sent / took if took and sent and not per_file else None, "bytes/s"),
             "per_file_seconds": fact("per-file overhead", per_file or None, "s"),
+            # before sending, the run checks its plan again (production hashed anew): measured apart
+            "plan_check_seconds": fact("plan re-check before sending", max(0.0, (seconds or 0.0) - took), "s"),
         }
 
     def project(self, facts, seconds, volumes, *, rate_factor=1.0):
@@ -45,12 +47,14 @@ class SyncBackReport(StepReport):
         files = (facts.get("files_sent") or {}).get("value") or 0
         rate = (facts.get("send_rate") or {}).get("value")
         per_file = (facts.get("per_file_seconds") or {}).get("value") or 0.0
+        check = (facts.get("plan_check_seconds") or {}).get("value") or 0.0
         if rate:
             rate *= rate_factor
-            return sent / rate + per_file * files, f"{sent:,} B ÷ {rate / 2**20:.1f} MiB/s"
+            return check + sent / rate + per_file * files, \
+                f"{check:.1f} s plan re-check + {sent:,} B ÷ {rate / 2**20:.1f} MiB/s"
         if per_file:
             per_file /= rate_factor
-            return per_file * files, f"{files} file(s) × {per_file:.2f} s per file"
+            return check + per_file * files, f"{check:.1f} s plan re-check + {files} file(s) × {per_file:.2f} s per file"
         return seconds, "measured duration"
 
 

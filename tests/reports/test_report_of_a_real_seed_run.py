@@ -73,14 +73,20 @@ def test_the_reports_tell_the_runs_story_in_html_pdf_and_markdown(seed_runs, tmp
 
     # each step beside its dress rehearsal's estimate, with the error
     assert snapshot["rehearsal"]["dress_rehearsal"] == dress.pk
-    dress_estimate = {s["position"]: s["projected"] for s in rehearsal["estimate"]["steps"]}
+    dress_estimate = {s["position"]: s["projected"] for s in rehearsal["estimate"]["steps"] if not s["preparation"]}
     vm = render.view_model(snapshot)
     for step in vm["steps"]:
-        assert step["dress_estimate_seconds"] == dress_estimate[step["position"]]
+        assert step["dress_estimate_seconds"] == dress_estimate.get(step["position"])
         if step["dress_estimate_seconds"] and step["attempts"][-1]["status"] == StepRun.Status.SUCCEEDED:
             assert step["error_percent"] == pytest.approx(
-                100 * (step["seconds"] - step["dress_estimate_seconds"]) / step["dress_estimate_seconds"], abs=0.1)
+                100 * (step["production_seconds"] - step["dress_estimate_seconds"]) / step["dress_estimate_seconds"],
+                abs=0.1)
+    assert [s["production_shown"] for s in vm["steps"] if s["position"] in (3, 4, 5)] == \
+        ["Done in the dress rehearsal"] * 3
     assert f"Dress rehearsal #{dress.pk} vs this production run" in flat
+    for step in vm["steps"]:  # the estimate error, for the record (pytest -s)
+        print(f"step {step['position']:2d} {step['kind']:13s} dress estimate {step['estimate_shown']:>12s}  "
+              f"production {step['production_shown']:>8s}  error {step.get('error_percent', '—')} %")
 
     # two runs of this runbook version: a range; the sensitivity line is slower, never faster
     assert snapshot["range"]["runs"] == 2 and snapshot["range"]["min"] <= snapshot["range"]["max"]
