@@ -66,6 +66,7 @@ def test_ops_edit_and_publish_but_do_not_review(published, users):
     r, _ = published
     alice = client_for("alice")
     base = f"/reports/rehearsal/{r.pk}"
+    assert b"report-edit" in alice.get(f"{base}/").content
     assert alice.post(f"{base}/edit/", {"summary": "", "went_well": "the status answered at once",
                                         "went_wrong": "", "got_lucky": ""}).status_code == 302
     assert alice.post(f"{base}/action-items/", {"text": "alert on the service", "owner": "bob",
