@@ -17,8 +17,10 @@ UTC = dt.timezone.utc
 
 
 def viewer_zone(name: str | None) -> dt.tzinfo:
+    if not name or name in ("UTC", "Etc/UTC"):
+        return UTC
     try:
-        return zoneinfo.ZoneInfo(name) if name else UTC
+        return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return UTC
 
@@ -145,6 +147,8 @@ def markdown(snapshot: dict[str, Any], zone_name: str | None = None, *, version:
            + "".join(f"; {c['role']}: {c['name']} ({c['status']})" for c in reh["clones"])
            + (f"; continues dress rehearsal #{reh['dress_rehearsal']}" if reh["dress_rehearsal"] else "")
            + (f"; started without a dress rehearsal: {reh['override_reason']}" if reh["override_reason"] else ""),
+           *[f"- {c['role']} {c['name']}: {c['consistency']['summary']}" for c in reh["clones"]
+             if c["consistency"].get("summary")],
            f"- Report: {r['report']['status']}" + (f", version {version}" if version else "")
            + f"; authors: {', '.join(r['report']['authors']) or '—'}", "",
            f"**{r['verdict']}**", "", r["summary"], "", "## Key numbers", ""]

@@ -109,9 +109,11 @@ def step_log(request, step_run: int):
     return StreamingHttpResponse(lines, content_type="text/plain; charset=utf-8")
 
 
-def _act(request, pk: int, do) -> HttpResponse:
+def _act(request, pk: int, change, done: str) -> HttpResponse:
+    """Make one change through the lifecycle; a refused one is shown, not raised (a role error is: 403)."""
     try:
-        messages.success(request, do())
+        result = change()
+        messages.success(request, done.format(result=result))
     except TransitionError as exc:
         messages.error(request, str(exc))
     return redirect("reports:rehearsal", pk=pk)
@@ -125,8 +127,8 @@ def edit(request, pk: int):
     if not form.is_valid():
         messages.error(request, form.errors.as_text())
         return redirect("reports:rehearsal", pk=pk)
-    return _act(request, pk, lambda: lifecycle.edit_narrative(report, request.user, form.cleaned_data)
-                and "Saved the narrative.")
+    return _act(request, pk, lambda: lifecycle.edit_narrative(report, request.user, form.cleaned_data),
+                "Saved the narrative.")
 
 
 @login_required
@@ -137,8 +139,8 @@ def add_item(request, pk: int):
     if not form.is_valid():
         messages.error(request, form.errors.as_text())
         return redirect("reports:rehearsal", pk=pk)
-    return _act(request, pk, lambda: lifecycle.add_action_item(report, request.user, **form.cleaned_data)
-                and "Added the action item.")
+    return _act(request, pk, lambda: lifecycle.add_action_item(report, request.user, **form.cleaned_data),
+                "Added the action item.")
 
 
 @login_required
@@ -147,22 +149,22 @@ def item_done(request, pk: int, item: int):
     _rehearsal(request, pk)
     action_item = get_object_or_404(ActionItem, pk=item, report__rehearsal_id=pk)
     return _act(request, pk, lambda: lifecycle.set_action_item_done(action_item, request.user,
-                                                                    request.POST.get("done") == "1")
-                and "Updated the action item.")
+                                                                    request.POST.get("done") == "1"),
+                "Updated the action item.")
 
 
 @login_required
 @require_POST
 def submit(request, pk: int):
     report = lifecycle.report_for(_rehearsal(request, pk))
-    return _act(request, pk, lambda: lifecycle.submit_for_review(report, request.user) and "The report is in review.")
+    return _act(request, pk, lambda: lifecycle.submit_for_review(report, request.user), "The report is in review.")
 
 
 @login_required
 @require_POST
 def publish(request, pk: int):
     report = lifecycle.report_for(_rehearsal(request, pk))
-    return _act(request, pk, lambda: f"Published version {lifecycle.publish(report, request.user).number}.")
+    return _act(request, pk, lambda: lifecycle.publish(report, request.user), "Published version {result.number}.")
 
 
 @login_required
