@@ -26,6 +26,10 @@ def report_for(rehearsal: Rehearsal) -> Report:
     return report
 
 
+def _run(report: Report) -> str:
+    return f"{report.rehearsal.kind_label.lower()} #{report.rehearsal_id}"
+
+
 def _record(report: Report, user, action: str, message: str) -> None:
     audit.record(report.rehearsal.incident, user, action, message, rehearsal=report.rehearsal)
 
@@ -47,7 +51,7 @@ def edit_narrative(report: Report, user, fields: dict[str, str]) -> Report:
         _reopen(report)
         report.updated_by = user
         report.save()
-        _record(report, user, "report.edited", f"Edited the report of rehearsal #{report.rehearsal_id}: "
+        _record(report, user, "report.edited", f"Edited the report of {_run(report)}: "
                                                f"{', '.join(changed)}")
     return report
 
@@ -62,7 +66,7 @@ def add_action_item(report: Report, user, *, text: str, owner: str = "", due: dt
     _reopen(report)
     report.updated_by = user
     report.save()
-    _record(report, user, "report.action_item", f"Action item for rehearsal #{report.rehearsal_id}: {item.text}"
+    _record(report, user, "report.action_item", f"Action item for {_run(report)}: {item.text}"
                                                 + (f" (owner {item.owner})" if item.owner else ""))
     return item
 
@@ -88,7 +92,7 @@ def submit_for_review(report: Report, user) -> Report:
         raise TransitionError(f"the report is {report.get_status_display().lower()}, not a draft")
     report.status = Report.Status.IN_REVIEW
     report.save(update_fields=["status", "updated_at"])
-    _record(report, user, "report.in_review", f"Report of rehearsal #{report.rehearsal_id} is in review")
+    _record(report, user, "report.in_review", f"Report of {_run(report)} is in review")
     return report
 
 
@@ -106,8 +110,7 @@ def publish(report: Report, user) -> ReportVersion:
     number = (report.versions.aggregate(n=Max("number"))["n"] or 0) + 1
     version = ReportVersion.objects.create(report=report, number=number, snapshot=snapshot,
                                            html=render.html_body(snapshot), published_by=user)
-    _record(report, user, "report.published", f"Published version {number} of the report of rehearsal "
-                                               f"#{report.rehearsal_id}")
+    _record(report, user, "report.published", f"Published version {number} of the report of {_run(report)}")
     return version
 
 
@@ -119,5 +122,5 @@ def mark_reviewed(version: ReportVersion, user) -> ReportVersion:
         version.reviewed_by, version.reviewed_at = user, timezone.now()
         version.save(update_fields=["reviewed_by", "reviewed_at"])
         _record(version.report, user, "report.reviewed", f"Reviewed version {version.number} of the report of "
-                                                         f"rehearsal #{version.report.rehearsal_id}")
+                                                         f"{_run(version.report)}")
     return version

@@ -32,7 +32,7 @@ class Report(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return f"Report of rehearsal #{self.rehearsal_id}"
+        return f"Report of run #{self.rehearsal_id}"
 
     def get_absolute_url(self) -> str:
         return reverse("reports:rehearsal", args=[self.rehearsal_id])
