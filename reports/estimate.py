@@ -134,9 +134,13 @@ def estimate(measures: list[StepMeasure], *, rate_factor: float = 1.0) -> Estima
             steps.append(StepProjection(spec.position, spec.title, m.seconds, 0.0, how, 0.0, preparation=True))
             continue
         if m.run is None or m.seconds is None:
-            projected, method = float(spec.estimated_seconds), "not measured in this run: the runbook's estimate"
             not_measured.append(spec.position)
-            step_people = 0.0
+            method = "not measured in this run: the runbook's estimate"
+            if m.people:
+                projected, step_people = 0.0, float(spec.estimated_seconds)
+                method += " (people time)"
+            else:
+                projected, step_people = float(spec.estimated_seconds), 0.0
         elif m.people:
             projected, method = 0.0, "a person's time (counted as people time)"
             step_people = m.seconds
