@@ -2,15 +2,13 @@
 ``reports.lifecycle``, which checks who may make them."""
 from __future__ import annotations
 
-import datetime as dt
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.roles import can_operate, is_manager, require_reader
+from accounts.roles import is_manager, require_reader
 from rehearsals.errors import TransitionError
 from rehearsals.models import Rehearsal, StepEvent, StepRun
 from runbooks.models import Runbook
@@ -96,7 +94,8 @@ def version_pdf(request, pk: int, number: int):
 def version_markdown(request, pk: int, number: int):
     v = _version(request, pk, number)
     return _download(rendering.markdown(v.snapshot, _zone(request), version=v.number),
-                     "text/markdown; charset=utf-8", f"incident-{v.snapshot['incident']['id']}-rehearsal-{pk}-v{number}.md")
+                     "text/markdown; charset=utf-8",
+                     f"incident-{v.snapshot['incident']['id']}-rehearsal-{pk}-v{number}.md")
 
 
 @login_required

@@ -54,7 +54,8 @@ class SyncBackReport(StepReport):
                 f"{check:.1f} s plan re-check + {sent:,} B ÷ {rate / 2**20:.1f} MiB/s"
         if per_file:
             per_file /= rate_factor
-            return check + per_file * files, f"{check:.1f} s plan re-check + {files} file(s) × {per_file:.2f} s per file"
+            return check + per_file * files, \
+                f"{check:.1f} s plan re-check + {files} file(s) × {per_file:.2f} s per file"
         return seconds, "measured duration"
 
 
