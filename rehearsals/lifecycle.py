@@ -20,6 +20,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from runbooks.kinds import registry
+
 from . import dispatch, incident_lifecycle
 from .audit import record
 from .events import publish_status
@@ -40,9 +42,21 @@ def announce(step_run: StepRun) -> None:
     transaction.on_commit(lambda: publish_status(StepRun.objects.select_related("rehearsal").get(pk=step_run.pk)))
 
 
+def run_order(rehearsal: Rehearsal) -> list[StepSpec]:
+    """The runbook's order, except that a dress rehearsal starts with the step that makes its
+    stand-in of production: every step aimed at production acts on the stand-in."""
+    specs = list(rehearsal.runbook.steps.order_by("position"))
+    if rehearsal.is_dress_rehearsal:
+        first = next((s for s in specs if registry.get(s.kind).provides_stand_in), None)
+        if first is not None:
+            specs.remove(first)
+            specs.insert(0, first)
+    return specs
+
+
 def next_step(rehearsal: Rehearsal) -> StepSpec | None:
     latest = rehearsal.latest_runs()
-    for spec in rehearsal.runbook.steps.order_by("position"):
+    for spec in run_order(rehearsal):
         run = latest.get(spec.pk)
         if run is None or run.status not in StepRun.DONE:
             return spec

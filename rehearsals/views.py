@@ -43,8 +43,9 @@ def hypervisor_list(request):
     require_reader(request.user)
     hypervisors = []
     for hv in Hypervisor.objects.all():
+        # a dress rehearsal's workbench and stand-in are listed together, workbench first
         clones = Clone.objects.filter(hypervisor=hv).exclude(status=Clone.Status.DESTROYED).select_related(
-            "rehearsal")
+            "rehearsal").order_by("rehearsal_id", "-role")
         hypervisors.append({"hv": hv, "clones": clones, "scan": (hv.last_scan or {}).get("domains", [])})
     audit = TimelineEntry.objects.filter(action__startswith="hypervisor.").select_related("actor").order_by(
         "-at", "-pk")[:20]

@@ -89,6 +89,9 @@ class StepKind:
     # A kind that needs approval may compute a preview first (in a worker); the
     # approver sees it, the Approval stores it, and ``run`` gets it as ctx.approved_plan.
     has_preview: ClassVar[bool] = False
+    # The kind that makes a dress rehearsal's stand-in of production (the clone). A dress
+    # rehearsal runs it before any other step, since steps aimed at production act on the stand-in.
+    provides_stand_in: ClassVar[bool] = False
     actions: ClassVar[Mapping[str, Callable[..., str]]] = {}
     jobs: ClassVar[Mapping[str, Callable[..., dict]]] = {}
     panel: ClassVar[str | None] = None

@@ -33,7 +33,7 @@ SEED_STEPS: list[dict] = [
      "params": {"source": "production", "archive_path": BACKUP, "dest_path": BACKUP},
      "estimated_seconds": 600},
     {"kind": "command", "target": "clone", "title": "Run the vendor's re-initialization procedure on the clone",
-     "params": {"command": f"minidb-reinit --from {BACKUP}", "timeout": 4 * 3600},
+     "params": {"command": f"minidb-service stop && minidb-reinit --from {BACKUP}", "timeout": 4 * 3600},
      "estimated_seconds": 7200},
     {"kind": "check", "target": "clone", "title": "Acceptance checks on the clone",
      "params": {"check_set": "database healthy", "checks": [

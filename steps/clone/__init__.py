@@ -45,6 +45,7 @@ class CloneStep(StepKind):
     name = "clone"
     label = "Live P2V clone to a VM"
     targets = frozenset({"production"})
+    provides_stand_in = True
     params = {
         "pre_command": Str(help="Run on production before copying (flush/checkpoint)."),
         "post_command": Str(help="Run on production after copying."),

@@ -8,8 +8,10 @@ from rehearsals import dispatch
 from rehearsals.audit import record
 from rehearsals.errors import TransitionError
 from rehearsals.events import StepEventSink
+from rehearsals.jobs import StepContext
 from rehearsals.lifecycle import lock_run
 from rehearsals.models import StepRun
+from runbooks.kinds import StepFailed
 from workers.engines.sync import SyncError, rollback
 
 S = StepRun.Status
@@ -47,12 +49,13 @@ def rollback_job(run: StepRun, actor, data: dict) -> dict:
     refused = ""
     try:
         sink.phase("rollback")
-        report = rollback(run_id_for(run), run.rehearsal.incident.production_host.endpoint(),
+        report = rollback(run_id_for(run), StepContext(run, None).production_endpoint(),
                           backup_dir=run.step.params["backup_dir"], emitter=sink)
-    except SyncError as exc:
-        # Refused files (changed since the sync: restoring them would lose newer data) or a
-        # lost connection: record what happened, per file, for the people deciding next.
-        report, refused = exc.report, str(exc)
+    except (SyncError, StepFailed) as exc:
+        # Refused files (changed since the sync: restoring them would lose newer data), a lost
+        # connection, or no stand-in left to roll back on: record what happened, per file,
+        # for the people deciding next.
+        report, refused = getattr(exc, "report", None), str(exc)
         sink.log(f"rollback: {exc}", "stderr")
     finally:
         sink.close()

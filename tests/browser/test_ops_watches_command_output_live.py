@@ -40,15 +40,24 @@ def test_ops_starts_seed_rehearsal_and_sees_first_step_output(seed_rehearsal, pr
     expect(steps.first.locator(".kind")).to_contain_text("stand-in of production")
     status_before = production_host.run("minidb-service status", check=False).stdout
     page.click("#btn-start")
-    first = page.locator("#steps > li").first
+    # a dress rehearsal starts with the clone step, which makes the stand-in; here the test
+    # host registered above plays it, so the step refuses to build a second one and is skipped
+    clone = steps.nth(1)
+    expect(clone.locator(".step-head .badge")).to_have_text("Failed", timeout=30000)
+    expect(clone.locator("p.error")).to_contain_text("already has a clone")
+    clone.locator("input.note").fill("the stand-in is a test host")
+    clone.locator("button[data-action=skip]").click()
+    expect(clone.locator(".step-head .badge")).to_contain_text("Skipped")
+    first = steps.first
+    first.locator("button[data-action=advance]").click()
     # the service is stopped on the stand-in; its status line streams back
     expect(first.locator("pre.log")).to_contain_text(re.compile(r"minidb disabled"), timeout=30000)
     expect(first.locator("pre.log")).to_contain_text("down (disabled)")
     expect(first.locator(".step-head .badge")).to_have_text("Succeeded", timeout=30000)
     assert production_host.run("minidb-service status", check=False).stdout == status_before
     assert "disabled" not in status_before
-    # the next step (the clone) is offered, and the timeline shows who did what
-    expect(page.locator("#steps > li").nth(1).locator("button[data-action=advance]")).to_be_visible()
+    # the next step (the backup import) is offered, and the timeline shows who did what
+    expect(page.locator("#steps > li").nth(2).locator("button[data-action=advance]")).to_be_visible()
     expect(page.locator("#timeline")).to_contain_text("Started dress rehearsal")
 
 
@@ -95,6 +104,7 @@ def test_the_requester_cannot_approve_a_second_ops_member_can(users, prod_host_r
     bob = browser.new_context().new_page()
     login(bob, live_server_url, "bob", "bob-pass-123")
     bob.goto(f"{live_server_url}/rehearsals/{r.pk}/")
+    expect(bob.locator("#live")).to_have_text("live")   # the replay on connect re-renders the steps
     bob.locator("#steps > li").first.locator("input.note").fill("looked at the command")
     bob.locator("#steps > li").first.locator("button[data-action=approve]").click()
     # alice's page follows live: the step runs and its output arrives

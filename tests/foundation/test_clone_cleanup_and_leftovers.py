@@ -112,6 +112,11 @@ def test_a_succeeded_dress_rehearsal_keeps_its_workbench_for_the_production_run(
     dress = make_rehearsal(host_row, [MANUAL], on=worker_hypervisor)
     workbench = _clone_row(libvirt_uri, dress, tmp_path, f"us-wb-{dress.pk}")
     stand_in = _clone_row(libvirt_uri, dress, tmp_path, f"us-si-{dress.pk}", Clone.Role.STAND_IN)
+    c = Client()
+    c.force_login(users["mona"])
+    page = c.get("/rehearsals/hypervisors/").content.decode()
+    assert page.index(f"us-wb-{dress.pk}") < page.index(f"us-si-{dress.pk}"), "listed as a pair, workbench first"
+    assert page.count(f"Dress rehearsal #{dress.pk}") == 1 and "stand-in of production" in page
     transitions.confirm(transitions.start(dress, users["alice"]), users["bob"], note="done")
     assert wait_until(lambda: Clone.objects.get(pk=stand_in.pk).status == Clone.Status.DESTROYED, timeout=30)
     assert Clone.objects.get(pk=workbench.pk).status == Clone.Status.RUNNING

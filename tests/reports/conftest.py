@@ -2,8 +2,8 @@
 machine and a real worker — a dress rehearsal, then the production run that continues from
 it. Test hosts stand in for the two VMs the clone step starts on a real hypervisor (the
 slow tier boots them): a host repaired with the vendor's procedure is the workbench, a copy
-of production is the stand-in; so the dress rehearsal skips its clone step with a note. Its
-backup import fails once (the archive is missing) and is retried."""
+of production is the stand-in; so the dress rehearsal's clone step refuses to clone again and
+is skipped with a note. Its backup import fails once (the archive is missing) and is retried."""
 from __future__ import annotations
 
 import pytest
@@ -64,10 +64,14 @@ def seed_runs(users, prod_host_row, production_host, make_test_host, repaired_cl
     dress = transitions.create_rehearsal(incident, runbook, worker_hypervisor, alice)
     steps = list(runbook.steps.order_by("position"))
 
+    # A dress rehearsal starts with the clone step (it makes the stand-in). The test hosts registered
+    # here play its two VMs, so it refuses to clone again; it is skipped with a note.
     register_clone(dress, repaired_clone)
     register_clone(dress, stand_in, role=Clone.Role.STAND_IN)
-    assert run_step_to_end(dress, alice).status == S.SUCCEEDED  # the service is disabled on the stand-in
+    refused = run_step_to_end(dress, alice)
+    assert refused.step == steps[1] and "already has a clone" in refused.error
     transitions.skip(dress, steps[1], alice, note="test hosts stand in for the workbench and stand-in VMs")
+    assert run_step_to_end(dress, alice).status == S.SUCCEEDED  # the service is disabled on the stand-in
     archive = production_host.rootfs / BACKUP.lstrip("/")
     archive.rename(archive.with_name("moved-away.tar.gz"))
     failed = run_step_to_end(dress, alice, timeout=120)

@@ -1,13 +1,17 @@
-"""Slow tier, the whole story: the seed runbook against a real sshd production host, with a
-real clone VM booted under TCG on libvirtd, a real Celery worker and two ops people.
+"""Slow tier, the whole story: the seed runbook against a real sshd production host, with real
+VMs booted under TCG on libvirtd, a real Celery worker and two ops people.
 
-disable the service -> live P2V clone -> import the backup into the clone -> vendor re-init ->
-acceptance checks -> diff (exactly the corrupted datafiles) -> preview + four-eyes approval ->
-sync back only those -> replay the write log on production -> re-check -> confirm -> re-enable;
-then the clone is destroyed with the rehearsal, and a late rollback refuses to undo the catch-up.
+First a dress rehearsal: the live P2V clone boots the workbench and a stand-in of production
+(two overlays of one base disk); disable the service, import the backup, vendor re-init, checks,
+diff, four-eyes sync back, catch-up, re-check, review, re-enable — all on the stand-in, and
+production is byte-identical afterwards. Then the production run continues on the repaired
+workbench: the clone-only steps are carried over, the rest repairs the real host; the workbench
+goes with it, and a late rollback refuses to undo the catch-up.
 """
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from rehearsals.models import Clone, Finding, Rehearsal, StepRun, TimelineEntry
 from runbooks.models import Runbook, StepSpec
 from runbooks.seed import load_seed_runbook
 from steps.sync_back.actions import request_rollback
+from tests.steps.test_dress_rehearsal_then_production_run import tree_digest
 from tests.support.runs import wait_until
 from workers.engines.hypervisor import Hypervisor as LibvirtHost
 
@@ -46,7 +51,8 @@ def _step(r, user, timeout=300) -> StepRun:
     return StepRun.objects.get(pk=run.pk)
 
 
-def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hypervisor, users, settings, tmp_path):
+def test_seed_runbook_dress_rehearsal_then_production_run(make_test_host, qemu_hypervisor, users, settings,
+                                                          tmp_path):
     settings.UNDERSTUDY_WORKER_KEY = str(tmp_path / "worker_ed25519")
     prod = make_test_host("db-prod-01", scenario=True, with_boot=True)
     from inventory.models import ProductionHost
@@ -56,62 +62,93 @@ def test_seed_runbook_repairs_production_through_a_clone(make_test_host, qemu_hy
     incident = Incident.objects.create(title="minidb down", production_host=host, broken_service="minidb",
                                        opened_by=users["alice"])
     runbook = load_seed_runbook(Runbook, StepSpec)
-    r = transitions.create_rehearsal(incident, runbook, qemu_hypervisor, users["alice"])
     alice, bob = users["alice"], users["bob"]
     sc = prod.scenario
     corrupted = sorted(sc.datafile_in_host(n) for n in sc.corrupted_files)
     newer = sorted(sc.datafile_in_host(n) for n in sc.newer_files)
-    originals = {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
 
     def ok(run):
         assert run.status == S.SUCCEEDED, f"step {run.step.position} ({run.step.title}): {run.error}"
         return run
 
-    ok(_step(r, alice))                                   # 1 disable the broken service
-    assert "down (disabled)" in prod.run("minidb-service status", check=False).stdout
-    clone_run = ok(_step(r, alice, timeout=900))          # 2 live P2V clone, booted under TCG
-    clone = Clone.objects.get(rehearsal=r)
-    assert clone.status == Clone.Status.RUNNING and clone.host_key != prod.host_public_key
-    assert clone_run.result["booted"] is True
-    ok(_step(r, alice))                                   # 3 import the backup into the clone
-    ok(_step(r, alice, timeout=600))                      # 4 vendor re-init on the clone
-    ok(_step(r, alice))                                   # 5 acceptance checks on the clone
-    diff = ok(_step(r, alice, timeout=600))               # 6 diff
-    assert sorted(diff.result["repair_paths"]) == corrupted
-    assert sorted(diff.result["newer_paths"]) == newer
-    assert sorted(Finding.objects.filter(step_run=diff, selected=True).values_list("path", flat=True)) == corrupted
+    def sync_back(r):
+        sync = _step(r, alice, timeout=600)               # preview, then a second person approves
+        assert sync.status == S.AWAITING_APPROVAL, sync.error
+        with pytest.raises(transitions.FourEyesViolation):
+            transitions.approve(sync, alice)
+        transitions.approve(sync, bob, note="only the corrupted datafiles")
+        assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=600)
+        return ok(StepRun.objects.get(pk=sync.pk))
 
-    sync = _step(r, alice, timeout=600)                   # 7 preview, then a second person approves
-    assert sync.status == S.AWAITING_APPROVAL, sync.error
-    with pytest.raises(transitions.FourEyesViolation):
-        transitions.approve(sync, alice)
-    transitions.approve(sync, bob, note="only the corrupted datafiles")
-    assert wait_until(lambda: StepRun.objects.get(pk=sync.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=600)
-    sync = ok(StepRun.objects.get(pk=sync.pk))
+    def the_rest(r):
+        """Steps 6-11: diff, sync back, catch up, re-check, review, re-enable."""
+        diff = ok(_step(r, alice, timeout=600))
+        assert sorted(diff.result["repair_paths"]) == corrupted
+        assert sorted(diff.result["newer_paths"]) == newer
+        assert sorted(Finding.objects.filter(step_run=diff, selected=True).values_list("path", flat=True)) \
+            == corrupted
+        sync = sync_back(r)
+        ok(_step(r, alice, timeout=600))                  # 8 catch-up: replay the write log
+        ok(_step(r, alice))                               # 9 re-check
+        manual = _step(r, alice)                          # 10 reviewed logs and monitoring
+        transitions.confirm(manual, bob, note="service logs clean, dashboards green")
+        ok(_step(r, alice))                               # 11 re-enable the service
+        r.refresh_from_db()
+        assert r.status == Rehearsal.Status.SUCCEEDED
+        return sync
+
+    # ------------------------------------------------------------ dress rehearsal: production only read
+    before = tree_digest(prod.rootfs)
+    dress = transitions.create_rehearsal(incident, runbook, qemu_hypervisor, alice)
+    clone_run = ok(_step(dress, alice, timeout=900))      # the clone step comes first: workbench + stand-in
+    assert clone_run.step.kind == "clone" and clone_run.result["booted"] is True
+    workbench = Clone.objects.get(rehearsal=dress, role=Clone.Role.WORKBENCH)
+    stand_in = Clone.objects.get(rehearsal=dress, role=Clone.Role.STAND_IN)
+    assert {workbench.status, stand_in.status} == {Clone.Status.RUNNING}
+    assert len({workbench.host_key, stand_in.host_key, prod.host_public_key}) == 3, "three pinned identities"
+    assert clone_run.result["stand_in"]["booted"] is True
+    # copy-on-write: both VMs' disks are overlays of one base image
+    base = Path(clone_run.result["stand_in"]["base_path"])
+    for disk in (workbench.disk_path, clone_run.result["stand_in"]["disk_path"]):
+        info = subprocess.run(["qemu-img", "info", "-U", "--output=json", disk], capture_output=True, text=True,
+                              check=True).stdout
+        assert json.loads(info)["backing-filename"] == str(base)
+    ok(_step(dress, alice))                               # 1 disable the service: on the stand-in
+    assert "disabled" not in prod.run("minidb-service status", check=False).stdout
+    ok(_step(dress, alice))                               # 3 import the backup (read from production)
+    ok(_step(dress, alice, timeout=600))                  # 4 vendor re-init on the workbench
+    ok(_step(dress, alice))                               # 5 acceptance checks on the workbench
+    the_rest(dress)
+    assert tree_digest(prod.rootfs) == before, "a dress rehearsal changed production"
+    assert not (prod.rootfs / "var/backups/understudy").exists()
+    assert wait_until(lambda: Clone.objects.get(pk=stand_in.pk).status == Clone.Status.DESTROYED, timeout=120)
+    assert Clone.objects.get(pk=workbench.pk).status == Clone.Status.RUNNING
+
+    # ------------------------------------------------------------ production run on the repaired workbench
+    originals = {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
+    real = transitions.create_rehearsal(incident, runbook, None, alice, mode="production", continues_from=dress)
+    assert sorted(r.step.position for r in real.step_runs.filter(status=S.CARRIED)) == [2, 3, 4, 5]
+    ok(_step(real, alice))                                # 1 disable the service on production
+    assert "down (disabled)" in prod.run("minidb-service status", check=False).stdout
+    sync = the_rest(real)
     backup_root = prod.rootfs / "var/backups/understudy" / sync.result["run_id"]
     for p in corrupted:
         assert (backup_root / p.lstrip("/")).read_bytes() == originals[p]
-
-    ok(_step(r, alice, timeout=600))                      # 8 catch-up: replay the write log on production
-    ok(_step(r, alice))                                   # 9 re-check production
-    manual = _step(r, alice)                              # 10 reviewed logs and monitoring
-    transitions.confirm(manual, bob, note="service logs clean, dashboards green")
-    ok(_step(r, alice))                                   # 11 re-enable the service
     assert prod.run("minidb-service status", check=False).stdout.startswith("up")
     assert prod.run("dbverify /var/lib/minidb/data", check=False).returncode == 0
+    actions = set(TimelineEntry.objects.filter(rehearsal=real).values_list("action", flat=True))
+    assert {"rehearsal.continues", "approval.requested", "approval.approved", "step.confirmed",
+            "rehearsal.succeeded"} <= actions
 
-    r.refresh_from_db()
-    assert r.status == Rehearsal.Status.SUCCEEDED
-    # the clone goes with the rehearsal
-    assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=120)
+    # the workbench goes with the production run, and nothing is left on the hypervisor
+    assert wait_until(lambda: Clone.objects.get(pk=workbench.pk).status == Clone.Status.DESTROYED, timeout=120)
     with LibvirtHost("qemu:///system") as hv:
-        assert clone.domain_name not in {d.name for d in hv.list_clones()}
-    assert not (Path(qemu_hypervisor.storage_dir) / clone.domain_name).exists()
-    actions = set(TimelineEntry.objects.filter(rehearsal=r).values_list("action", flat=True))
-    assert {"approval.requested", "approval.approved", "step.confirmed", "rehearsal.succeeded",
-            "clone.destroyed"} <= actions
+        names = {d.name for d in hv.list_clones()}
+    assert workbench.domain_name not in names and stand_in.domain_name not in names
+    for c in (workbench, stand_in):
+        assert not (Path(qemu_hypervisor.storage_dir) / c.domain_name).exists()
 
-    # the catch-up wrote into the repaired files: a late rollback refuses to throw that away
+    # the catch-up wrote into the repaired files: a late rollback refuses to undo it
     current = {p: (prod.rootfs / p.lstrip("/")).read_bytes() for p in corrupted}
     request_rollback(sync, alice, note="rehearse the way back")
     assert wait_until(lambda: "rollback" in StepRun.objects.get(pk=sync.pk).result, timeout=120)

@@ -1,10 +1,11 @@
 """``manage.py demo``: the whole product on one machine, on the embedded defaults.
 
-Migrates, creates users (ops, a second ops for four-eyes approvals, a manager),
+Migrates, creates users (ops, a second ops for four-eyes approvals, a manager; both ops
+may start production runs),
 starts a real sshd "production host" (own rootfs, namespaces, host key) whose
 little database has a few corrupted datafiles, registers it with its pinned key,
-registers the best hypervisor available, opens an incident with a rehearsal of
-the seed runbook, then serves the dashboard with an in-process worker.
+registers the best hypervisor available, opens an incident with a dress rehearsal
+of the seed runbook, then serves the dashboard with an in-process worker.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
@@ -68,6 +69,10 @@ class Command(BaseCommand):
             user.save()
             user.groups.set([group])
             creds[name] = pw
+        # both ops people may run the real repair once its dress rehearsal succeeded
+        run_production = Permission.objects.get(codename="run_production", content_type__app_label="rehearsals")
+        for name in ("ops", "ops2"):
+            User.objects.get(username=name).user_permissions.add(run_production)
         return creds
 
     def _production_host(self, *, with_boot: bool):
@@ -133,7 +138,8 @@ class Command(BaseCommand):
         w("")
         w(self.style.SUCCESS("understudy demo is ready"))
         w(f"  dashboard:        {url}/")
-        w(f"  the rehearsal:    {url}{rehearsal.get_absolute_url()}")
+        w(f"  dress rehearsal:  {url}{rehearsal.get_absolute_url()}  (production is not changed; when it "
+          f"succeeds, 'Run for real on production' continues on its repaired workbench)")
         w(f"  users:            ops / {creds['ops']}      (runs steps, admin)")
         w(f"                    ops2 / {creds['ops2']}     (second ops member: approves sync-back)")
         w(f"                    manager / {creds['manager']}  (read-only)")
