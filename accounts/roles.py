@@ -26,6 +26,10 @@ def can_read(user) -> bool:
     return can_operate(user) or MANAGERS in _groups(user)
 
 
+def is_manager(user) -> bool:
+    return bool(getattr(user, "is_authenticated", False)) and MANAGERS in _groups(user)
+
+
 def require_operator(user) -> None:
     if not can_operate(user):
         raise PermissionDenied("only members of the 'ops' group can run, approve or change rehearsals")
@@ -54,3 +58,8 @@ def require_reader(user) -> None:
 def roles_context(request) -> dict:
     return {"can_operate": can_operate(request.user), "can_read": can_read(request.user),
             "can_run_production": can_run_production(request.user)}
+
+
+def require_manager(user) -> None:
+    if not is_manager(user):
+        raise PermissionDenied("only members of the 'managers' group mark a report reviewed")

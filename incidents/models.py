@@ -34,6 +34,10 @@ class Incident(models.Model):
                                         related_name="incidents")
     broken_service = models.CharField(max_length=100, blank=True,
                                       help_text="The one service that is down; the rest of the host stays in production.")
+    restoration_target_minutes = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="restoration target (minutes)",
+        help_text="The maintenance window the vendor or the business allows for the real repair; the report "
+                  "compares its restoration-time estimate with it.")
     opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     opened_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)

@@ -18,6 +18,10 @@ Besides running, a kind may offer:
   step on the rehearsal page with ``{"run": ..., "step": ..., "can_operate": ...}``
   and what ``panel_context`` adds. Buttons in it carry ``data-action`` (and
   ``data-step-run``); the page sends them like the generic ones.
+- ``report``: how the incident report reads the kind's step runs (a ``StepReport``):
+  the facts its result measured and how its duration scales to the real volumes.
+  A kind's ``steps/<kind>/report.py`` sets it; the default treats the step's
+  measured duration as its estimate.
 """
 from __future__ import annotations
 
@@ -34,6 +38,45 @@ class StepFailed(Exception):
     def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.result = result or {}
+
+
+class StepReport:
+    """What the incident report reads from one kind's step runs.
+
+    ``facts`` turns a finished step run's result (and its duration, its data events)
+    into named measurements: ``{"key": {"label": str, "value": number, "unit": str}}``.
+    Units: "bytes", "bytes/s", "files", "s", "lsn", "lsn/s" or "" (a count).
+    Facts whose key starts with ``volume.`` describe the production host (its size, its
+    file count) and are shared with every step's projection, so a step measured on a
+    sample is projected to the real size.
+
+    ``project`` returns the seconds the step would take in the real repair, and how
+    that number was computed (shown in the report with its inputs). ``None`` seconds
+    means it would not finish ("does not converge"). ``rate_factor`` scales every
+    measured throughput (0.5: the sensitivity line "at half the measured throughput").
+    """
+
+    # Which key numbers of the report a fact adds to: {"fact key": "key number"}.
+    key_numbers: ClassVar[Mapping[str, str]] = {}
+    # The ``data`` events (by key) ``facts`` reads; the report fetches only these.
+    data_keys: ClassVar[tuple[str, ...]] = ()
+
+    def facts(self, result: dict[str, Any], seconds: float | None, data: Mapping[str, Any]) -> dict[str, dict]:
+        return {}
+
+    def project(self, facts: Mapping[str, dict], seconds: float, volumes: Mapping[str, float], *,
+                rate_factor: float = 1.0) -> tuple[float | None, str]:
+        return seconds, "measured duration (not data-bound)"
+
+    def evidence(self, result: dict[str, Any], approved_plan: Mapping[str, Any] | None) -> list[dict]:
+        """Tables the report shows under the step: ``[{"title", "columns", "rows"}]``
+        (rows are lists of strings), e.g. each check with its evidence."""
+        return []
+
+
+def fact(label: str, value: float | int | None, unit: str = "") -> dict:
+    """One measurement as the report shows it."""
+    return {"label": label, "value": value, "unit": unit}
 
 
 class StepKind:
@@ -56,6 +99,7 @@ class StepKind:
     jobs: ClassVar[Mapping[str, Callable[..., dict]]] = {}
     panel: ClassVar[str | None] = None
     folder: ClassVar[Path | None] = None  # set on registration: where the kind's files live
+    report: ClassVar[StepReport] = StepReport()
 
     def validate(self, params: dict[str, Any], target: str) -> list[str]:
         """Cross-field checks beyond the schema; return error strings."""

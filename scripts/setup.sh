@@ -10,6 +10,7 @@ APT_PACKAGES=(
   openssh-server openssh-client busybox-static kmod cpio iproute2 util-linux procps psmisc
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   e2fsprogs rsync xxhash b3sum chromium sqlite3
+  fonts-dejavu-core libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 poppler-utils
 )
 
 SUDO=""

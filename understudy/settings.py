@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "incidents",
     "rehearsals",
     "steps",
+    "reports",
     "workers",
     "understudy",  # the project itself: its management commands (serve, demo) wire everything together
 ]

@@ -15,6 +15,7 @@ from tests.architecture.imports import ROOT
 GENERIC_PYTHON = sorted(
     [p for p in (ROOT / "rehearsals").rglob("*.py") if "migrations" not in p.parts]
     + [p for p in (ROOT / "runbooks").rglob("*.py") if "migrations" not in p.parts and p.name != "seed.py"]
+    + [p for p in (ROOT / "reports").rglob("*.py") if "migrations" not in p.parts]
     + [ROOT / "workers" / "tasks.py", ROOT / "workers" / "inprocess.py"])
 GENERIC_BROWSER = [ROOT / "static" / "understudy" / "rehearsal.js", *sorted((ROOT / "templates").rglob("*.html"))]
 TARGETS = {"clone", "production"}  # a target may share a kind's name ("clone"): only comparisons count then

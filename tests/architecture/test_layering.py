@@ -27,6 +27,7 @@ LAYERS = {
     "incidents": 4,
     "rehearsals": 5,
     "steps": 6,
+    "reports": 6,               # the incident report: reads the run, reaches kinds through the registry
     "workers": 6,               # the Celery tasks and the in-process worker
     "understudy": 7,            # urls, asgi, the serve and demo commands: the wiring of everything
 }

@@ -124,7 +124,7 @@ class Command(BaseCommand):
         scenario = self.test_host.scenario
         incident = incident_lifecycle.open_incident(Incident(
             title="minidb down on db-prod-01: corrupted datafiles", production_host=prod, broken_service="minidb",
-            severity=Incident.Severity.SEV2,
+            severity=Incident.Severity.SEV2, restoration_target_minutes=240,  # the window the vendor asked for
             description="The database service fails its checks; the vendor says: re-initialize from the latest "
                         "backup. Everything else on the host keeps serving. "
                         f"(Demo: {len(scenario.corrupted_files)} of {len(scenario.files)} datafiles have bad pages, "
