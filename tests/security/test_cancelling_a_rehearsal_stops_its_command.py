@@ -14,11 +14,11 @@ def on_host(host) -> str:
     return host.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False).stdout
 
 
-def test_cancel_stops_the_running_command_on_production(make_rehearsal, prod_host_row, production_host,
+def test_cancel_stops_the_running_command_on_production(make_production_run, prod_host_row, production_host,
                                                         worker_hypervisor, users):
     step = {"kind": "command", "params": {"command": "echo started; sleep 600; touch /tmp/ran-to-the-end",
                                           "timeout": 900}}
-    r = make_rehearsal(prod_host_row, [step], on=worker_hypervisor)
+    r = make_production_run(prod_host_row, [step], on=worker_hypervisor)
     run = transitions.start(r, users["alice"])
     assert wait_until(lambda: "sleep 600" in on_host(production_host), timeout=60), "the command never started"
     transitions.cancel(r, users["bob"], note="wrong window")
