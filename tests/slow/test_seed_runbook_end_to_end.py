@@ -18,6 +18,7 @@ import pytest
 
 from incidents.models import Incident
 from rehearsals import transitions
+from reports import data, render
 from rehearsals.models import Clone, Finding, Rehearsal, StepRun, TimelineEntry
 from runbooks.models import Runbook, StepSpec
 from runbooks.seed import load_seed_runbook
@@ -136,6 +137,15 @@ def test_seed_runbook_dress_rehearsal_then_production_run(make_test_host, qemu_h
         assert (backup_root / p.lstrip("/")).read_bytes() == originals[p]
     assert prod.run("minidb-service status", check=False).stdout.startswith("up")
     assert prod.run("dbverify /var/lib/minidb/data", check=False).returncode == 0
+    # the report: the dress rehearsal's estimate beside the production run's actual, per step
+    vm = render.view_model(data.build(real))
+    errors = {}
+    for step in vm["steps"]:
+        print(f"step {step['position']:2d} {step['kind']:13s} dress estimate {step['estimate_shown']:>12s}  "
+              f"production {step['production_shown']:>10s}  error {step.get('error_percent', '—')} %")
+        if step["kind"] in ("diff", "sync_back", "live_sync") and "error_percent" in step:
+            errors[step["kind"]] = step["error_percent"]
+    assert set(errors) == {"diff", "sync_back", "live_sync"}, vm["steps"]
     actions = set(TimelineEntry.objects.filter(rehearsal=real).values_list("action", flat=True))
     assert {"rehearsal.continues", "approval.requested", "approval.approved", "step.confirmed",
             "rehearsal.succeeded"} <= actions
