@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .confined import ConfinementError, Root
 from .events import Emitter, NullEmitter
 
 MiB = 1 << 20
@@ -277,29 +278,12 @@ def build_disk(staging: Path, out_qcow2: Path, emitter: Emitter | None = None, *
 def resolve_in_root(root: Path, rel: str) -> Path:
     """Resolve ``rel`` inside ``root`` as if ``root`` were ``/``: absolute
     symlinks (Debian's /vmlinuz -> boot/vmlinuz-..., /lib -> usr/lib) point
-    into the tree, never out to the host."""
-    root = Path(root)
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        candidate = root.joinpath(*cur, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise ImageError(f"too many symlinks resolving {rel} in {root}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                cur = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        cur.append(part)
-    return root.joinpath(*cur)
+    into the tree, never out to the host (see ``confined``)."""
+    try:
+        with Root(root) as tree:
+            return Path(root).joinpath(tree.resolve(rel))
+    except ConfinementError as exc:
+        raise ImageError(f"resolving {rel} in {root}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -311,20 +295,33 @@ class BootFiles:
 def find_boot_files(root: Path) -> BootFiles:
     """Locate the kernel and initrd of a (staged) root file system for direct
     kernel boot: /boot/vmlinuz + /boot/initrd.img, Debian's /vmlinuz +
-    /initrd.img symlinks, or the newest /boot/vmlinuz-<ver> with its initrd."""
+    /initrd.img symlinks, or the newest /boot/vmlinuz-<ver> with its initrd.
+
+    The paths returned are inside ``root`` with every symlink resolved in the tree;
+    production wrote the tree, so they are looked up through ``confined.Root`` only."""
     root = Path(root)
-    for k, i in (("boot/vmlinuz", "boot/initrd.img"), ("vmlinuz", "initrd.img")):
-        kp = resolve_in_root(root, k)
-        if kp.is_file():
-            ip = resolve_in_root(root, i)
-            return BootFiles(kp, ip if ip.is_file() else None)
-    boot = resolve_in_root(root, "boot")
-    kernels = sorted(boot.glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if boot.is_dir() else []
-    for kp in kernels:
-        ver = kp.name[len("vmlinuz-"):]
-        ip = boot / f"initrd.img-{ver}"
-        return BootFiles(kp, ip if ip.is_file() else None)
+    try:
+        with Root(root) as tree:
+            def regular(rel: str) -> str | None:
+                target = tree.resolve(rel)
+                return target if target and tree.is_file(target) else None
+
+            for k, i in (("boot/vmlinuz", "boot/initrd.img"), ("vmlinuz", "initrd.img")):
+                kernel = regular(k)
+                if kernel:
+                    initrd = regular(i)
+                    return BootFiles(root / kernel, root / initrd if initrd else None)
+            boot = tree.resolve("boot")
+            kernels = []
+            for name in tree.listdir(boot) if tree.is_dir(boot) else []:
+                target = regular(f"{boot}/{name}") if name.startswith("vmlinuz-") else None
+                if target:
+                    kernels.append((tree.lstat(target).st_mtime, name, target))
+            for _, name, kernel in sorted(kernels, reverse=True):
+                initrd = regular(f"{boot}/initrd.img-{name[len('vmlinuz-'):]}")
+                return BootFiles(root / kernel, root / initrd if initrd else None)
+    except (ConfinementError, NotADirectoryError) as exc:
+        raise ImageError(f"looking for a kernel in {root}/boot: {exc}") from exc
     raise ImageError(f"no kernel found in {root}/boot (looked for vmlinuz, vmlinuz-*): "
                      "the clone cannot be booted directly")
 
