@@ -1051,12 +1051,14 @@ class _CloneRun:
                 f"refusing to clone {self.source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
                 f"hypervisor (staging + image, +{self.options.headroom_percent}% headroom): {exc}") from exc
         self.emitter.log(f"capacity: {_human(free)} free in {self.storage}, ~{_human(needed)} needed", "info")
-        self.clone_dir.mkdir()
+        # production's files, keys and setuid binaries: readable by root only (qemu runs as root)
+        self.clone_dir.mkdir(mode=0o700)
+        os.chmod(self.clone_dir, 0o700)
         self.created["clone_dir"] = True
         (self.clone_dir / CLONE_MARKER).write_text(
             f"{self.options.name}\n{self.options.rehearsal_id}\n{time.time():.3f}\n")
-        self.staging.mkdir()
-        os.chmod(self.staging, 0o755)
+        self.staging.mkdir(mode=0o700)
+        os.chmod(self.staging, 0o700)
 
     # -- stream + delta
     def copy(self, session: Session, facts: SourceFacts) -> _Copy:

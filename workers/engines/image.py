@@ -160,6 +160,8 @@ def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_H
                             f"image: {free // MiB} MiB free")
     partial = image_path.with_name(image_path.name + ".partial")
     _unlink_quietly(partial, image_path)
+    # created private before mke2fs writes production's files into it
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     # -b 4096: mke2fs would pick 1 KiB blocks for small images ("small" type),
     # which our estimate does not model and which no real server uses.
     cmd = [mke2fs, "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-N", str(_inode_count(tree, size)),
@@ -178,6 +180,8 @@ def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_H
     if proc.returncode != 0:
         _unlink_quietly(partial)
         raise _explain_failure("mke2fs", proc.returncode, proc.stderr + proc.stdout, image_path.parent)
+    # the image holds production's files and keys: root only (qemu runs as root)
+    os.chmod(partial, 0o600)
     os.replace(partial, image_path)
     return size
 
@@ -195,6 +199,8 @@ def convert_qcow2(raw: Path, qcow2: Path, emitter: Emitter | None = None,
         raise ImageError(f"raw image {raw} does not exist")
     partial = qcow2.with_name(qcow2.name + ".partial")
     _unlink_quietly(partial, qcow2)
+    # created private first: qemu-img keeps the mode of a file that exists (it truncates it)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     total = total_bytes or raw.stat().st_size
     cmd = [qemu_img, "convert", "-p", "-f", "raw", "-O", "qcow2", str(raw), str(partial)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -227,6 +233,7 @@ def convert_qcow2(raw: Path, qcow2: Path, emitter: Emitter | None = None,
     if rc != 0:
         _unlink_quietly(partial)
         raise _explain_failure("qemu-img convert", rc, stderr, qcow2.parent)
+    os.chmod(partial, 0o600)
     os.replace(partial, qcow2)
 
 
