@@ -218,3 +218,15 @@ def test_copy_out_keeps_holes_and_is_private(tmp_path):
     assert dst.read_bytes() == (tree / "boot/initrd.img").read_bytes()
     assert dst.stat().st_blocks * 512 < 1 << 20
     assert stat.S_IMODE(dst.stat().st_mode) == 0o600
+
+
+def test_resolve_stays_in_the_tree_past_missing_names_and_files(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/hostname").write_text("x\n")
+    (tmp_path / "etc/up").symlink_to("../../../..")
+    (tmp_path / "boot").symlink_to("/")
+    with Root(tmp_path) as root:
+        assert root.resolve("etc/missing/../hostname") == "etc/hostname"
+        assert root.resolve("etc/hostname/../../etc/up/etc") == "etc"
+        assert root.resolve("etc/up/../../x") == "x"
+        assert root.resolve("boot") == "" and root.is_dir("boot")

@@ -102,23 +102,26 @@ class Root:
                 except FileNotFoundError:
                     if last:
                         return self._keep_last(stack), names, part
+                    if not create and not lexical_missing:
+                        raise
+                    st = None
                     if create:
                         os.mkdir(part, mode, dir_fd=cur)
                         st = os.stat(part, dir_fd=cur, follow_symlinks=False)
-                    elif lexical_missing:
-                        rest = [part] + parts
-                        if ".." not in rest:
-                            names += rest[:-1]
-                            return self._keep_last(stack), names, rest[-1]
-                        # a missing name is no symlink: 'missing/..' collapses; walk the rest again
-                        parts = _lexical(names + rest)
-                        for fd in stack[1:]:
-                            os.close(fd)
-                        del stack[1:]
-                        names = []
-                        continue
-                    else:
-                        raise
+                if lexical_missing and not last and (st is None or stat.S_ISREG(st.st_mode)):
+                    # nothing to resolve below a missing name or a file: the rest are plain names
+                    rest = [part] + parts
+                    if ".." not in rest:
+                        names += rest[:-1]
+                        return self._keep_last(stack), names, rest[-1]
+                    # such a name is no symlink: 'name/..' collapses; walk what is left again
+                    parts = _lexical(names + rest)
+                    for fd in stack[1:]:
+                        os.close(fd)
+                    del stack[1:]
+                    names = []
+                    continue
+                assert st is not None
                 if stat.S_ISLNK(st.st_mode) and (follow_last or not last):
                     hops += 1
                     if hops > MAX_SYMLINKS:
@@ -133,9 +136,6 @@ class Root:
                     continue
                 if last:
                     return self._keep_last(stack), names, part
-                if lexical_missing and not stat.S_ISDIR(st.st_mode):
-                    names += [part] + parts[:-1]
-                    return self._keep_last(stack), names, parts[-1]
                 stack.append(os.open(part, _DIR_FLAGS, dir_fd=cur))
                 names.append(part)
             return self._keep_last(stack), names, None
@@ -184,7 +184,8 @@ class Root:
     def stat(self, path: str) -> os.stat_result | None:
         """What the name resolves to inside the tree; None if absent (or a symlink leading nowhere)."""
         try:
-            return self.lstat(self.resolve(path))
+            target = self.resolve(path)
+            return self.lstat(target) if target else os.fstat(self.fd)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
