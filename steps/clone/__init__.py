@@ -10,6 +10,7 @@ with target=clone reach it — pinned to the key generated in the fix-up.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -28,7 +29,10 @@ def worker_keypair() -> tuple[Path, str]:
     """The key workers use to log into clones; created on first use."""
     key = Path(settings.UNDERSTUDY_WORKER_KEY)
     if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True)
+        if not key.parent.exists():
+            # the private key's own dir: nobody but the worker's user lists or reads it
+            key.parent.mkdir(parents=True)
+            os.chmod(key.parent, 0o700)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "understudy-worker", "-f", str(key)],
                        check=True, capture_output=True)
     pub = key.with_name(key.name + ".pub").read_text().split()

@@ -33,17 +33,20 @@ Plain Python: no Django, no Celery (the ``clone`` step kind calls ``clone_host``
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
-import time
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .confined import ConfinementError, Root
 from .endpoint import (AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, SSHError, command_string,
                        fingerprint, parse_public_key)
 from .events import Emitter, NullEmitter
@@ -51,7 +54,7 @@ from .hypervisor import (
     DOMAIN_NAME_RE, CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
     ReadinessTimeout, detect_accel, free_port, tail_file,
 )
-from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files, resolve_in_root
+from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files
 from .overlay import ImageFile, create_overlay, edit_image
 from .remote import TRANSPORTS, PipeLines, RemoteProcess, pick_transport
 from .ssh import Session, scan_host_key
@@ -676,112 +679,117 @@ def build_consistency(first: PassResult, delta: PassResult, vanished: list[str],
 
 # --------------------------------------------------------------------------- fixups
 
-def _keygen(path: Path, kind: str, comment: str) -> str:
-    for p in (path, path.with_name(path.name + ".pub")):
-        p.unlink(missing_ok=True)
-    argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)]
-    if kind == "rsa":
-        argv[4:4] = ["-b", "3072"]
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FixupError(f"ssh-keygen -t {kind} failed: {proc.stderr.strip()}")
-    os.chown(path, 0, 0)
-    os.chmod(path, 0o600)
-    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
+def generate_host_key(kind: str, comment: str) -> tuple[bytes, bytes]:
+    """A fresh host key pair (private, public), generated in a private temp dir (ssh-keygen writes
+    to a path, and production's tree must not choose where)."""
+    with tempfile.TemporaryDirectory(prefix="understudy-keygen-") as tmp:
+        key = Path(tmp) / "key"
+        argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(key)]
+        if kind == "rsa":
+            argv[4:4] = ["-b", "3072"]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FixupError(f"ssh-keygen -t {kind} failed: {proc.stderr.strip()}")
+        return key.read_bytes(), key.with_name("key.pub").read_bytes()
+
+
+def _keygen(tree: Root, rel: str, kind: str, comment: str) -> str:
+    """A fresh host key written into the tree through it."""
+    private, public = generate_host_key(kind, comment)
+    tree.write_bytes(rel, private, mode=0o600, uid=0, gid=0)
+    tree.write_bytes(rel + ".pub", public, mode=0o644, uid=0, gid=0)
+    return " ".join(public.decode().split()[:2])
 
 
 def fix_hostname(root: Path, hostname: str) -> str:
-    old = ""
-    hn = root / "etc" / "hostname"
-    if hn.is_file():
-        old = hn.read_text(errors="replace").strip()
-    renamed = old if old not in ("", "localhost") else ""   # never rewrite the localhost line
-    hn.parent.mkdir(parents=True, exist_ok=True)
-    hn.write_text(hostname + "\n")
-    hosts = root / "etc" / "hosts"
-    lines = hosts.read_text(errors="replace").splitlines() if hosts.is_file() else ["127.0.0.1\tlocalhost"]
-    out, placed = [], False
-    for line in lines:
-        fields = line.split()
-        if line.lstrip().startswith("#") or not fields:
+    with Root(root) as tree:
+        old = (tree.read_text("etc/hostname") or "").strip()
+        renamed = old if old not in ("", "localhost") else ""   # never rewrite the localhost line
+        tree.mkdirs("etc")
+        tree.write_text("etc/hostname", hostname + "\n")
+        hosts = tree.read_text("etc/hosts")
+        lines = hosts.splitlines() if hosts is not None else ["127.0.0.1\tlocalhost"]
+        out, placed = [], False
+        for line in lines:
+            fields = line.split()
+            if line.lstrip().startswith("#") or not fields:
+                out.append(line)
+                continue
+            if renamed and any(f == renamed or f.split(".")[0] == renamed for f in fields[1:]):
+                # production's own name on this line: the clone's new name goes on the loopback alias
+                # (as Debian's installer writes it); production's address stops mapping to a local name
+                out.append(f"127.0.1.1\t{hostname}" if not placed else f"# understudy clone: was: {line}")
+                placed = True
+                continue
             out.append(line)
-            continue
-        if renamed and any(f == renamed or f.split(".")[0] == renamed for f in fields[1:]):
-            # production's own name on this line: the clone's new name goes on the loopback alias
-            # (as Debian's installer writes it); production's address stops mapping to a local name
-            out.append(f"127.0.1.1\t{hostname}" if not placed else f"# understudy clone: was: {line}")
-            placed = True
-            continue
-        out.append(line)
-    if not placed:
-        out.append(f"127.0.1.1\t{hostname}")
-    hosts.write_text("\n".join(out) + "\n")
+        if not placed:
+            out.append(f"127.0.1.1\t{hostname}")
+        tree.write_text("etc/hosts", "\n".join(out) + "\n")
     return old
 
 
 def fix_host_keys(root: Path, hostname: str) -> dict[str, str]:
     """Replace every host key; types production had (rsa, ecdsa) are regenerated, ed25519 always."""
-    ssh_dir = root / "etc" / "ssh"
-    ssh_dir.mkdir(parents=True, exist_ok=True)
-    kinds = {"ed25519"}
-    for old in ssh_dir.glob("ssh_host_*_key"):
-        m = re.match(r"ssh_host_(\w+)_key$", old.name)
-        if m and m.group(1) in ("rsa", "ecdsa", "ed25519"):
-            kinds.add(m.group(1))
-    for old in list(ssh_dir.glob("ssh_host_*")):
-        old.unlink()
-    return {k: _keygen(ssh_dir / f"ssh_host_{k}_key", k, f"root@{hostname}") for k in sorted(kinds)}
+    with Root(root) as tree:
+        tree.mkdirs("etc/ssh")
+        ssh_dir = tree.resolve("etc/ssh")
+        names = tree.listdir(ssh_dir)
+        kinds = {"ed25519"}
+        for name in names:
+            m = re.match(r"ssh_host_(\w+)_key$", name)
+            if m and m.group(1) in ("rsa", "ecdsa", "ed25519"):
+                kinds.add(m.group(1))
+        for name in names:
+            if name.startswith("ssh_host_"):
+                tree.unlink(f"{ssh_dir}/{name}")
+        return {k: _keygen(tree, f"{ssh_dir}/ssh_host_{k}_key", k, f"root@{hostname}") for k in sorted(kinds)}
 
 
 def authorize_worker(root: Path, public_key: str) -> None:
-    dot_ssh = root / "root" / ".ssh"
-    dot_ssh.mkdir(parents=True, exist_ok=True)
-    os.chown(root / "root", 0, 0)
-    os.chown(dot_ssh, 0, 0)
-    os.chmod(dot_ssh, 0o700)
-    ak = dot_ssh / "authorized_keys"
-    existing = ak.read_text(errors="replace") if ak.is_file() else ""
-    if public_key.split()[1] not in existing:
-        with open(ak, "a") as fh:
-            if existing and not existing.endswith("\n"):
-                fh.write("\n")
-            fh.write(public_key.strip() + " understudy-worker\n")
-    os.chown(ak, 0, 0)
-    os.chmod(ak, 0o600)
-    cfg = root / "etc" / "ssh" / "sshd_config"
-    if cfg.is_file():
-        text = cfg.read_text(errors="replace")
-        # the worker logs in as root with a key; production may forbid that
-        new = re.sub(r"(?mi)^\s*PermitRootLogin\s+(no|forced-commands-only)\s*$",
-                     "PermitRootLogin prohibit-password  # understudy clone", text)
-        if new != text:
-            cfg.write_text(new)
+    with Root(root) as tree:
+        tree.mkdirs("root/.ssh", mode=0o700)
+        tree.set_dir_owner_mode("root", 0, 0)
+        tree.set_dir_owner_mode("root/.ssh", 0, 0, 0o700)
+        ak = tree.resolve("root/.ssh") + "/authorized_keys"
+        existing = tree.read_text(ak) or ""
+        if public_key.split()[1] not in existing:
+            existing += ("\n" if existing and not existing.endswith("\n") else "") + \
+                public_key.strip() + " understudy-worker\n"
+        tree.write_text(ak, existing, mode=0o600, uid=0, gid=0)
+        text = tree.read_text("etc/ssh/sshd_config")
+        if text is not None:
+            # the worker logs in as root with a key; production may forbid that
+            new = re.sub(r"(?mi)^\s*PermitRootLogin\s+(no|forced-commands-only)\s*$",
+                         "PermitRootLogin prohibit-password  # understudy clone", text)
+            if new != text:
+                tree.write_text(tree.resolve("etc/ssh/sshd_config"), new)
 
 
 def fix_fstab(root: Path) -> list[str]:
     """Root on /dev/vda ext4; other block/network/swap lines commented out (their devices
     do not exist in the clone and would stall its boot). Returns the lines disabled."""
-    fstab = root / "etc" / "fstab"
-    lines = fstab.read_text(errors="replace").splitlines() if fstab.is_file() else []
-    out, disabled, has_root = [], [], False
-    for line in lines:
-        fields = line.split()
-        if not fields or fields[0].startswith("#") or len(fields) < 3:
-            out.append(line)
-            continue
-        mnt, fstype = fields[1], fields[2]
-        if mnt == "/":
-            out.append("/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
-            has_root = True
-        elif fstype in _VIRTUAL_FS:
-            out.append(line)
-        else:
-            out.append(f"# understudy clone: disabled: {line}")
-            disabled.append(line)
-    if not has_root:
-        out.insert(0, "/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
-    fstab.parent.mkdir(parents=True, exist_ok=True)
-    fstab.write_text("\n".join(out) + "\n")
+    with Root(root) as tree:
+        text = tree.read_text("etc/fstab")
+        lines = text.splitlines() if text is not None else []
+        out, disabled, has_root = [], [], False
+        for line in lines:
+            fields = line.split()
+            if not fields or fields[0].startswith("#") or len(fields) < 3:
+                out.append(line)
+                continue
+            mnt, fstype = fields[1], fields[2]
+            if mnt == "/":
+                out.append("/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
+                has_root = True
+            elif fstype in _VIRTUAL_FS:
+                out.append(line)
+            else:
+                out.append(f"# understudy clone: disabled: {line}")
+                disabled.append(line)
+        if not has_root:
+            out.insert(0, "/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1")
+        tree.mkdirs("etc")
+        tree.write_text(tree.resolve("etc") + "/fstab", "\n".join(out) + "\n")
     return disabled
 
 
@@ -789,41 +797,46 @@ def fix_network(root: Path) -> list[str]:
     """qemu user-net hands out 10.0.2.15 by DHCP; production's static addresses must go
     (the SSH forward reaches the guest only on the user-net address)."""
     done = []
-    interfaces = root / "etc" / "network" / "interfaces"
-    if interfaces.is_file():
-        shutil.copy2(interfaces, interfaces.with_name("interfaces.production"))
-        interfaces.write_text("# understudy clone: production's config is in interfaces.production\n"
-                              "auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n")
-        d = interfaces.with_name("interfaces.d")
-        if d.is_dir():
-            for f in d.iterdir():
-                if f.is_file():
-                    f.rename(f.with_name(f.name + ".production-disabled"))
-        done.append("/etc/network/interfaces: eth0 dhcp")
-    networkd = root / "etc" / "systemd" / "network"
-    if networkd.is_dir():
-        for f in networkd.glob("*.network"):
-            f.rename(f.with_name(f.name + ".production-disabled"))
-        (networkd / "10-understudy-clone.network").write_text("[Match]\nName=eth0 en*\n\n[Network]\nDHCP=yes\n")
-        done.append("/etc/systemd/network: DHCP on eth0")
-    netplan = root / "etc" / "netplan"
-    if netplan.is_dir():
-        for f in netplan.glob("*.yaml"):
-            f.rename(f.with_name(f.name + ".production-disabled"))
-        (netplan / "10-understudy-clone.yaml").write_text(
-            "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n")
-        done.append("/etc/netplan: DHCP on eth0")
+    with Root(root) as tree:
+        if tree.is_file("etc/network/interfaces"):
+            net = tree.resolve("etc/network")
+            production = tree.read_bytes("etc/network/interfaces") or b""
+            tree.write_bytes(f"{net}/interfaces.production", production)
+            tree.write_text(f"{net}/interfaces",
+                            "# understudy clone: production's config is in interfaces.production\n"
+                            "auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n")
+            if tree.is_dir(f"{net}/interfaces.d"):
+                d = tree.resolve(f"{net}/interfaces.d")
+                for name in tree.listdir(d):
+                    if tree.is_file(f"{d}/{name}"):
+                        tree.rename(f"{d}/{name}", name + ".production-disabled")
+            done.append("/etc/network/interfaces: eth0 dhcp")
+        if tree.is_dir("etc/systemd/network"):
+            d = tree.resolve("etc/systemd/network")
+            for name in tree.listdir(d):
+                if fnmatch.fnmatchcase(name, "*.network"):
+                    tree.rename(f"{d}/{name}", name + ".production-disabled")
+            tree.write_text(f"{d}/10-understudy-clone.network", "[Match]\nName=eth0 en*\n\n[Network]\nDHCP=yes\n")
+            done.append("/etc/systemd/network: DHCP on eth0")
+        if tree.is_dir("etc/netplan"):
+            d = tree.resolve("etc/netplan")
+            for name in tree.listdir(d):
+                if fnmatch.fnmatchcase(name, "*.yaml"):
+                    tree.rename(f"{d}/{name}", name + ".production-disabled")
+            tree.write_text(f"{d}/10-understudy-clone.yaml",
+                            "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n")
+            done.append("/etc/netplan: DHCP on eth0")
     return done
 
 
-def _wants_links(sysd: Path, units: list[str]) -> list[Path]:
-    """Enablement symlinks of ``units`` in ``*.wants``/``*.requires``. Not Path.glob: the
-    links point at /lib/systemd/... *outside* the staged tree, i.e. they dangle here, and
-    glob skips dangling links for literal names."""
+def _wants_links(tree: Root, sysd: str, units: list[str]) -> list[str]:
+    """Enablement symlinks of ``units`` in ``*.wants``/``*.requires`` (paths in the tree). The
+    links point at /lib/systemd/... and may dangle in the staged tree: they are found by name."""
     found = []
-    for d in sysd.iterdir():
-        if d.is_dir() and d.name.endswith((".wants", ".requires")):
-            found += [d / u for u in units if (d / u).is_symlink()]
+    for name in tree.listdir(sysd):
+        if name.endswith((".wants", ".requires")) and tree.is_dir(f"{sysd}/{name}"):
+            d = tree.resolve(f"{sysd}/{name}")
+            found += [f"{d}/{u}" for u in units if tree.is_symlink(f"{d}/{u}")]
     return found
 
 
@@ -834,52 +847,61 @@ def declared_service_lists(root: Path) -> list[tuple[str, Path]]:
     own supervisor): the host names the files its init starts services from, one service
     per line, and the clone takes disabled services out of them. Declared paths resolve
     inside the tree, never out of it."""
-    decl = root / SERVICE_LISTS.lstrip("/")
-    if not decl.is_file():
-        return []
-    found = []
-    for line in decl.read_text(errors="replace").splitlines():
-        path = line.strip()
-        if not path.startswith("/"):
-            continue  # comments, blank lines; a relative path has no meaning here
-        try:
-            target = resolve_in_root(root, path)
-        except ImageError:
-            continue  # a symlink loop: not a list any init could read either
-        if target.is_file():
-            found.append((path, target))
+    with Root(root) as tree:
+        decl = tree.read_text(SERVICE_LISTS)
+        if decl is None:
+            return []
+        found = []
+        for line in decl.splitlines():
+            path = line.strip()
+            if not path.startswith("/"):
+                continue  # comments, blank lines; a relative path has no meaning here
+            try:
+                target = tree.resolve(path)
+            except ConfinementError:
+                continue  # a symlink loop: not a list any init could read either
+            if target and tree.is_file(target):
+                found.append((path, Path(root) / target))
     return found
 
 
 def disable_service(root: Path, svc: str) -> list[str]:
     """Disable ``svc`` for every init system present in the tree; returns what was done."""
     done: list[str] = []
-    for declared, listed in declared_service_lists(root):
-        lines = listed.read_text(errors="replace").splitlines()
-        kept = [line for line in lines if line.strip() != svc]
-        if kept != lines:
-            listed.write_text("".join(line + "\n" for line in kept))
-            done.append(f"removed from {declared}")
-    # systemd: drop the enablement links and mask the unit so nothing pulls it in
-    sysd = root / "etc" / "systemd" / "system"
-    if sysd.is_dir():
-        unit = svc if re.search(r"\.(service|timer|socket|path|target|mount)$", svc) else f"{svc}.service"
-        units = [unit] + ([unit[:-len(".service")] + ".timer"] if unit.endswith(".service") else [])
-        for link in _wants_links(sysd, units):
-            link.unlink()
-            done.append(f"removed {link.relative_to(root)}")
-        mask = sysd / unit
-        if mask.is_symlink() or mask.is_file():
-            mask.unlink()
-        mask.symlink_to("/dev/null")
-        done.append(f"masked {unit}")
-    # sysvinit: what `update-rc.d svc disable` does — S links become K links
-    start_link = re.compile(r"^S\d\d" + re.escape(svc) + "$")
-    for rc in sorted((root / "etc").glob("rc[0-6S].d")):
-        for name in sorted(os.listdir(rc)):
-            if start_link.match(name):
-                (rc / name).rename(rc / ("K" + name[1:]))
-                done.append(f"{(rc / name).relative_to(root)} -> K")
+    lists = declared_service_lists(root)
+    with Root(root) as tree:
+        for declared, listed in lists:
+            rel = str(listed.relative_to(root))
+            lines = (tree.read_text(rel) or "").splitlines()
+            kept = [line for line in lines if line.strip() != svc]
+            if kept != lines:
+                tree.write_text(rel, "".join(line + "\n" for line in kept))
+                done.append(f"removed from {declared}")
+        # systemd: drop the enablement links and mask the unit so nothing pulls it in
+        if tree.is_dir("etc/systemd/system"):
+            sysd = tree.resolve("etc/systemd/system")
+            unit = svc if re.search(r"\.(service|timer|socket|path|target|mount)$", svc) else f"{svc}.service"
+            units = [unit] + ([unit[:-len(".service")] + ".timer"] if unit.endswith(".service") else [])
+            for link in _wants_links(tree, sysd, units):
+                tree.unlink(link)
+                done.append(f"removed {link}")
+            st = tree.lstat(f"{sysd}/{unit}")
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                tree.unlink(f"{sysd}/{unit}")
+            tree.symlink("/dev/null", f"{sysd}/{unit}")
+            done.append(f"masked {unit}")
+        # sysvinit: what `update-rc.d svc disable` does — S links become K links
+        start_link = re.compile(r"^S\d\d" + re.escape(svc) + "$")
+        if tree.is_dir("etc"):
+            etc = tree.resolve("etc")
+            for rc_name in tree.listdir(etc):
+                if not (re.fullmatch(r"rc[0-6S]\.d", rc_name) and tree.is_dir(f"{etc}/{rc_name}")):
+                    continue
+                rc = tree.resolve(f"{etc}/{rc_name}")
+                for name in tree.listdir(rc):
+                    if start_link.match(name):
+                        tree.rename(f"{rc}/{name}", "K" + name[1:])
+                        done.append(f"{rc}/{name} -> K")
     return done
 
 
@@ -921,10 +943,20 @@ def fixup_clone(root: Path, options: CloneOptions, worker_key: str, emitter: Emi
 
 # --------------------------------------------------------------------------- boot check
 
-def _copy_sparse(src: Path, dst: Path) -> None:
-    proc = subprocess.run(["cp", "--sparse=always", "--", str(src), str(dst)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BootFilesMissing(f"copying {src} out of staging failed: {proc.stderr.strip()}")
+def _copy_sparse(root: Path, src: Path, dst: Path) -> None:
+    """Copy a boot file out of the staged tree (read through the tree, never a path production
+    chose), private to root: qemu runs as root here and needs no other reader."""
+    try:
+        with Root(root) as tree:
+            tree.copy_out(str(src.relative_to(root)), dst, mode=0o600)
+    except (OSError, ValueError) as exc:
+        raise BootFilesMissing(f"copying {src} out of staging failed: {exc}") from exc
+
+
+def _copy_private(src: Path, dst: Path) -> None:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(f, out, 1 << 20)
 
 
 def verify_clone_ssh(info: DomainInfo, host_key: str, options: CloneOptions, timeout: float,
@@ -1070,12 +1102,14 @@ class _CloneRun:
                 f"refusing to clone {self.source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
                 f"hypervisor (staging + image, +{self.options.headroom_percent}% headroom): {exc}") from exc
         self.emitter.log(f"capacity: {_human(free)} free in {self.storage}, ~{_human(needed)} needed", "info")
-        self.clone_dir.mkdir()
+        # production's files, keys and setuid binaries: readable by root only (qemu runs as root)
+        self.clone_dir.mkdir(mode=0o700)
+        os.chmod(self.clone_dir, 0o700)
         self.created["clone_dir"] = True
         (self.clone_dir / CLONE_MARKER).write_text(
             f"{self.options.name}\n{self.options.rehearsal_id}\n{time.time():.3f}\n")
-        self.staging.mkdir()
-        os.chmod(self.staging, 0o755)
+        self.staging.mkdir(mode=0o700)
+        os.chmod(self.staging, 0o700)
 
     # -- stream + delta
     def copy(self, session: Session, facts: SourceFacts) -> _Copy:
@@ -1130,9 +1164,9 @@ class _CloneRun:
         report = fixup_clone(self.staging, self.options, worker_key, self.emitter)
         kernel = self.clone_dir / "vmlinuz"
         initrd = self.clone_dir / "initrd.img" if boot.initrd else None
-        _copy_sparse(boot.kernel, kernel)
+        _copy_sparse(self.staging, boot.kernel, kernel)
         if boot.initrd and initrd:
-            _copy_sparse(boot.initrd, initrd)
+            _copy_sparse(self.staging, boot.initrd, initrd)
         return _Staged(report, kernel, initrd)
 
     # -- image
@@ -1163,26 +1197,26 @@ class _CloneRun:
         (sdir / CLONE_MARKER).write_text(f"{o.stand_in.name}\n{o.rehearsal_id}\n{time.time():.3f}\n")
         overlay = create_overlay(base, sdir / "disk.qcow2")
         kernel = sdir / "vmlinuz"
-        _copy_sparse(staged.kernel, kernel)
+        # the workbench's copies are ours (copied out of the tree already): a plain private copy
+        _copy_private(staged.kernel, kernel)
         initrd = None
         if staged.initrd:
             initrd = sdir / "initrd.img"
-            _copy_sparse(staged.initrd, initrd)
+            _copy_private(staged.initrd, initrd)
         hostname = o.stand_in.hostname
-        with tempfile.TemporaryDirectory(prefix="understudy-keys-") as tmp:
-            keys, files = {}, [ImageFile("/etc/hostname", f"{hostname}\n".encode())]
-            for kind in sorted(staged.report.host_keys):
-                key = Path(tmp) / f"ssh_host_{kind}_key"
-                keys[kind] = _keygen(key, kind, f"root@{hostname}")
-                files += [ImageFile(f"/etc/ssh/{key.name}", key.read_bytes(), 0o600),
-                          ImageFile(f"/etc/ssh/{key.name}.pub", key.with_name(key.name + ".pub").read_bytes())]
-            try:
-                hosts = edit_image(overlay, [], read=["/etc/hosts"]).get("/etc/hosts", b"")
-                renamed = re.sub(rb"(?<![\w.-])" + re.escape(o.hostname.encode()) + rb"(?![\w.-])",
-                                 hostname.encode(), hosts)
-                edit_image(overlay, files + [ImageFile("/etc/hosts", renamed)])
-            except ImageError as exc:
-                raise ImageBuildError(f"writing the stand-in's identity into its disk: {exc}") from exc
+        keys, files = {}, [ImageFile("/etc/hostname", f"{hostname}\n".encode())]
+        for kind in sorted(staged.report.host_keys):
+            private, public = generate_host_key(kind, f"root@{hostname}")
+            keys[kind] = " ".join(public.decode().split()[:2])
+            files += [ImageFile(f"/etc/ssh/ssh_host_{kind}_key", private, 0o600),
+                      ImageFile(f"/etc/ssh/ssh_host_{kind}_key.pub", public)]
+        try:
+            hosts = edit_image(overlay, [], read=["/etc/hosts"]).get("/etc/hosts", b"")
+            renamed = re.sub(rb"(?<![\w.-])" + re.escape(o.hostname.encode()) + rb"(?![\w.-])",
+                             hostname.encode(), hosts)
+            edit_image(overlay, files + [ImageFile("/etc/hosts", renamed)])
+        except ImageError as exc:
+            raise ImageBuildError(f"writing the stand-in's identity into its disk: {exc}") from exc
         em.log(f"stand-in {o.stand_in.name}: overlay {overlay} on {base} (no second copy); hostname {hostname}; "
                f"new host keys, pin {fingerprint(keys['ed25519'])}", "info")
         return _StandIn(o.stand_in.name, hostname, sdir, overlay, kernel, initrd, keys["ed25519"])

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .confined import ConfinementError, Root
 from .events import Emitter, NullEmitter
 
 MiB = 1 << 20
@@ -159,6 +160,8 @@ def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_H
                             f"image: {free // MiB} MiB free")
     partial = image_path.with_name(image_path.name + ".partial")
     _unlink_quietly(partial, image_path)
+    # created private before mke2fs writes production's files into it
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     # -b 4096: mke2fs would pick 1 KiB blocks for small images ("small" type),
     # which our estimate does not model and which no real server uses.
     cmd = [mke2fs, "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-N", str(_inode_count(tree, size)),
@@ -177,6 +180,8 @@ def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_H
     if proc.returncode != 0:
         _unlink_quietly(partial)
         raise _explain_failure("mke2fs", proc.returncode, proc.stderr + proc.stdout, image_path.parent)
+    # the image holds production's files and keys: root only (qemu runs as root)
+    os.chmod(partial, 0o600)
     os.replace(partial, image_path)
     return size
 
@@ -194,6 +199,8 @@ def convert_qcow2(raw: Path, qcow2: Path, emitter: Emitter | None = None,
         raise ImageError(f"raw image {raw} does not exist")
     partial = qcow2.with_name(qcow2.name + ".partial")
     _unlink_quietly(partial, qcow2)
+    # created private first: qemu-img keeps the mode of a file that exists (it truncates it)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     total = total_bytes or raw.stat().st_size
     cmd = [qemu_img, "convert", "-p", "-f", "raw", "-O", "qcow2", str(raw), str(partial)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -226,6 +233,7 @@ def convert_qcow2(raw: Path, qcow2: Path, emitter: Emitter | None = None,
     if rc != 0:
         _unlink_quietly(partial)
         raise _explain_failure("qemu-img convert", rc, stderr, qcow2.parent)
+    os.chmod(partial, 0o600)
     os.replace(partial, qcow2)
 
 
@@ -277,29 +285,12 @@ def build_disk(staging: Path, out_qcow2: Path, emitter: Emitter | None = None, *
 def resolve_in_root(root: Path, rel: str) -> Path:
     """Resolve ``rel`` inside ``root`` as if ``root`` were ``/``: absolute
     symlinks (Debian's /vmlinuz -> boot/vmlinuz-..., /lib -> usr/lib) point
-    into the tree, never out to the host."""
-    root = Path(root)
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        candidate = root.joinpath(*cur, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise ImageError(f"too many symlinks resolving {rel} in {root}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                cur = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        cur.append(part)
-    return root.joinpath(*cur)
+    into the tree, never out to the host (see ``confined``)."""
+    try:
+        with Root(root) as tree:
+            return Path(root).joinpath(tree.resolve(rel))
+    except ConfinementError as exc:
+        raise ImageError(f"resolving {rel} in {root}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -311,20 +302,33 @@ class BootFiles:
 def find_boot_files(root: Path) -> BootFiles:
     """Locate the kernel and initrd of a (staged) root file system for direct
     kernel boot: /boot/vmlinuz + /boot/initrd.img, Debian's /vmlinuz +
-    /initrd.img symlinks, or the newest /boot/vmlinuz-<ver> with its initrd."""
+    /initrd.img symlinks, or the newest /boot/vmlinuz-<ver> with its initrd.
+
+    The paths returned are inside ``root`` with every symlink resolved in the tree;
+    production wrote the tree, so they are looked up through ``confined.Root`` only."""
     root = Path(root)
-    for k, i in (("boot/vmlinuz", "boot/initrd.img"), ("vmlinuz", "initrd.img")):
-        kp = resolve_in_root(root, k)
-        if kp.is_file():
-            ip = resolve_in_root(root, i)
-            return BootFiles(kp, ip if ip.is_file() else None)
-    boot = resolve_in_root(root, "boot")
-    kernels = sorted(boot.glob("vmlinuz-*"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if boot.is_dir() else []
-    for kp in kernels:
-        ver = kp.name[len("vmlinuz-"):]
-        ip = boot / f"initrd.img-{ver}"
-        return BootFiles(kp, ip if ip.is_file() else None)
+    try:
+        with Root(root) as tree:
+            def regular(rel: str) -> str | None:
+                target = tree.resolve(rel)
+                return target if target and tree.is_file(target) else None
+
+            for k, i in (("boot/vmlinuz", "boot/initrd.img"), ("vmlinuz", "initrd.img")):
+                kernel = regular(k)
+                if kernel:
+                    initrd = regular(i)
+                    return BootFiles(root / kernel, root / initrd if initrd else None)
+            boot = tree.resolve("boot")
+            kernels = []
+            for name in tree.listdir(boot) if tree.is_dir(boot) else []:
+                target = regular(f"{boot}/{name}") if name.startswith("vmlinuz-") else None
+                if target:
+                    kernels.append((tree.lstat(target).st_mtime, name, target))
+            for _, name, kernel in sorted(kernels, reverse=True):
+                initrd = regular(f"{boot}/initrd.img-{name[len('vmlinuz-'):]}")
+                return BootFiles(root / kernel, root / initrd if initrd else None)
+    except (ConfinementError, NotADirectoryError) as exc:
+        raise ImageError(f"looking for a kernel in {root}/boot: {exc}") from exc
     raise ImageError(f"no kernel found in {root}/boot (looked for vmlinuz, vmlinuz-*): "
                      "the clone cannot be booted directly")
 
