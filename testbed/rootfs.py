@@ -228,13 +228,15 @@ fi
 mkdir -p /run/sshd /var/log /root/.ssh
 chmod 700 /root/.ssh
 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-/usr/sbin/sshd -E /var/log/sshd.log
 if [ -f /etc/understudy/services.enabled ]; then
   while read -r svc; do
     case "$svc" in ''|'#'*) continue;; esac
     if [ -x "/etc/init.d/$svc" ]; then "/etc/init.d/$svc" start; else "$svc-service" start; fi
   done < /etc/understudy/services.enabled
 fi
+# sshd last: a VM that answers SSH has started its services, so the first step after the
+# boot (e.g. disabling one) does not race the service's own start
+/usr/sbin/sshd -E /var/log/sshd.log
 echo "understudy: boot complete" > /dev/console
 """
 

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .confined import ConfinementError, Root
+from .confined import ConfinementError, Root, merge_tree
 from .endpoint import (AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, SSHError, command_string,
                        fingerprint, parse_public_key)
 from .events import Emitter, NullEmitter
@@ -1143,9 +1143,16 @@ class _CloneRun:
         self.phases.start("delta")
         # production stamped the mtimes, so the window is on production's clock
         newer = (src_t0 if src_t0 is not None else point_in_time) - DELTA_CLOCK_MARGIN
+        # The delta lands in an empty directory and is merged in without following links: extracted
+        # over staging, a member "x/f" would be written through a symlink "x" that the first pass
+        # put there (tar guards links within one archive, not those already on disk).
+        delta_dir = self.clone_dir / "delta"
+        delta_dir.mkdir(mode=0o700)
         delta = run_tar_pass(self.source, remote_tar_command(o, facts, newer_than=newer, xattrs=xattrs, acls=acls),
-                             self.staging, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
+                             delta_dir, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
                              total_files=None, cancel=self.cancel, transport=transport)
+        merge_tree(delta_dir, self.staging)
+        delta_dir.rmdir()
         gone = sorted(list_staging(self.staging) - list_source(session, o, facts))
         remove_vanished(self.staging, gone)
         unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))

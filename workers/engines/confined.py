@@ -407,3 +407,62 @@ def _copy_sparse_fd(src: int, dst: int) -> None:
 
 
 __all__ = ["MAX_SYMLINKS", "ConfinementError", "Root"]
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    """Remove ``name`` in ``dir_fd`` whatever it is, never following a link."""
+    st = os.lstat(name, dir_fd=dir_fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        for child in os.listdir(fd):
+            _remove_entry(fd, child)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def merge_tree(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """Move everything under ``src`` into ``dst`` at the same relative paths, replacing what is
+    there, and return how many entries moved. Every step is relative to a directory fd opened
+    with O_NOFOLLOW: where ``dst`` holds a symlink (or a file) at a name ``src`` has as a
+    directory, the name is replaced, never followed — so a later pass of a copy can update the
+    tree but cannot write through a link the first pass left in it. ``src`` ends empty."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    src_fd, dst_fd = os.open(src, flags), os.open(dst, flags)
+    try:
+        return _merge_fd(src_fd, dst_fd)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+
+
+def _merge_fd(src_fd: int, dst_fd: int) -> int:
+    moved = 0
+    for name in os.listdir(src_fd):
+        st = os.lstat(name, dir_fd=src_fd)
+        try:
+            there = os.lstat(name, dir_fd=dst_fd)
+        except FileNotFoundError:
+            there = None
+        if stat.S_ISDIR(st.st_mode) and there is not None and stat.S_ISDIR(there.st_mode):
+            # both real directories: merge inside, then take the newer directory's metadata
+            sfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src_fd)
+            dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dst_fd)
+            try:
+                moved += _merge_fd(sfd, dfd)
+                os.chown(dfd, st.st_uid, st.st_gid)
+                os.chmod(dfd, stat.S_IMODE(st.st_mode))
+                os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(sfd)
+                os.close(dfd)
+            os.rmdir(name, dir_fd=src_fd)
+            continue
+        if there is not None and (stat.S_ISDIR(there.st_mode) or stat.S_ISDIR(st.st_mode)):
+            _remove_entry(dst_fd, name)   # a rename cannot replace across file/directory kinds
+        os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        moved += 1
+    return moved

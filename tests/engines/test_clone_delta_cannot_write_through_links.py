@@ -1,0 +1,70 @@
+"""The clone's second (delta) pass cannot write through a symlink its first pass left in the
+staging tree. A real GNU tar guards links within one archive, not those already on disk; a
+compromised production host can send a delta stream without directory entries, so "x/f" would
+land wherever the link "x" points — on the hypervisor, as root. The delta is extracted into an
+empty directory and merged in with O_NOFOLLOW walks instead."""
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+from workers.engines.confined import merge_tree
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_hostile_delta_stream_lands_inside_the_tree(tmp_path: Path):
+    outside = tmp_path / "hypervisor-etc"
+    outside.mkdir()
+    (outside / "passwd").write_bytes(b"the hypervisor's own file\n")
+    staging = tmp_path / "staging"
+    (staging / "etc").mkdir(parents=True)
+    (staging / "etc" / "conf").symlink_to(outside)          # left by the first pass
+    (staging / "etc" / "keep").write_bytes(b"unchanged\n")
+    (staging / "var").symlink_to("/nonexistent")
+    stream = _tar({"./etc/conf/passwd": b"owned\n", "./etc/new": b"new\n", "./var/x/f": b"deep\n"})
+
+    # what extracting the delta straight over staging does (the hole)
+    probe = tmp_path / "probe"
+    subprocess.run(["cp", "-a", str(staging), str(probe)], check=True)
+    subprocess.run(["tar", "-x", "-f", "-", "-C", str(probe)], input=stream, capture_output=True)
+    assert (outside / "passwd").read_bytes() == b"owned\n", "GNU tar follows a link already on disk"
+    (outside / "passwd").write_bytes(b"the hypervisor's own file\n")
+
+    # what the clone does: an empty directory, then a merge that never follows a link
+    delta = tmp_path / "delta"
+    delta.mkdir()
+    subprocess.run(["tar", "-x", "-f", "-", "-C", str(delta)], input=stream, check=True)
+    assert merge_tree(delta, staging) >= 3
+    assert (outside / "passwd").read_bytes() == b"the hypervisor's own file\n"
+    assert sorted(os.listdir(outside)) == ["passwd"]
+    assert not (staging / "etc" / "conf").is_symlink() and (staging / "etc" / "conf" / "passwd").read_bytes() == \
+        b"owned\n"
+    assert (staging / "etc" / "new").read_bytes() == b"new\n"
+    assert (staging / "etc" / "keep").read_bytes() == b"unchanged\n"
+    assert not (staging / "var").is_symlink() and (staging / "var" / "x" / "f").read_bytes() == b"deep\n"
+    assert os.listdir(delta) == []
+
+
+def test_a_delta_updates_files_and_directories_in_place(tmp_path: Path):
+    staging, delta = tmp_path / "staging", tmp_path / "delta"
+    (staging / "d" / "sub").mkdir(parents=True)
+    (staging / "d" / "old").write_bytes(b"1")
+    (staging / "d" / "sub" / "gone-dir-now-file").mkdir()
+    (delta / "d" / "sub").mkdir(parents=True)
+    (delta / "d" / "old").write_bytes(b"2")
+    (delta / "d" / "sub" / "gone-dir-now-file").write_bytes(b"file now")
+    os.chmod(delta / "d", 0o700)
+    merge_tree(delta, staging)
+    assert (staging / "d" / "old").read_bytes() == b"2"
+    assert (staging / "d" / "sub" / "gone-dir-now-file").read_bytes() == b"file now"
+    assert (staging / "d").stat().st_mode & 0o777 == 0o700
