@@ -83,18 +83,27 @@ def _send_on_server_loop(layer, group: str, message: dict) -> bool:
     return True
 
 
-def publish(group: str, frames: Iterable[dict[str, Any]]) -> None:
-    """Send frames to a rehearsal's group. Best effort: the DB already has them."""
+def send_to_group(group: str, message: dict) -> None:
+    """group_send from synchronous code (a worker thread, a view, a signal handler)."""
     layer = get_channel_layer()
     if layer is None:
         return
+    if not _send_on_server_loop(layer, group, message):
+        async_to_sync(layer.group_send)(group, message)
+
+
+def user_group_name(user_id: int) -> str:
+    """The channel group every socket of one user joins (to end them when the session ends)."""
+    return f"user-{user_id}"
+
+
+def publish(group: str, frames: Iterable[dict[str, Any]]) -> None:
+    """Send frames to a rehearsal's group. Best effort: the DB already has them."""
     frames = list(frames)
     if not frames:
         return
-    message = {"type": "stream.frames", "frames": frames}
     try:
-        if not _send_on_server_loop(layer, group, message):
-            async_to_sync(layer.group_send)(group, message)
+        send_to_group(group, {"type": "stream.frames", "frames": frames})
     except Exception:  # a down channel layer must not fail the step; clients replay from the DB
         log.exception("could not publish %d frames to %s", len(frames), group)
 
