@@ -67,7 +67,8 @@ def _saved(what: str, action: str, fields):
             return
         changes = _changes(instance, fields)
         if changes:
-            record(None, current_actor(), f"{action}_changed", f"{what} {instance}: {'; '.join(changes)}")
+            record(None, current_actor(), getattr(instance, "_audit_action", f"{action}_changed"),
+                   f"{what} {instance}: {'; '.join(changes)}")
     return handler
 
 

@@ -1,6 +1,6 @@
 """``manage.py demo``: the whole product on one machine, on the embedded defaults.
 
-Migrates, creates users (ops, a second ops for four-eyes approvals, a manager),
+Migrates, creates users (an admin, ops, a second ops for four-eyes approvals, a manager),
 starts a real sshd "production host" (own rootfs, namespaces, host key) whose
 little database has a few corrupted datafiles, registers it with its pinned key,
 registers the best hypervisor available, opens an incident with a rehearsal of
@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.roles import ADMINS, MANAGERS, OPS
 from incidents.models import Incident
 from inventory.models import Hypervisor, ProductionHost
 from rehearsals import incident_lifecycle, transitions
@@ -56,17 +57,21 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------ pieces
     def _users(self, password: str | None) -> dict[str, str]:
-        ops, _ = Group.objects.get_or_create(name="ops")
-        managers, _ = Group.objects.get_or_create(name="managers")
+        """admin manages accounts and inventory and is not ops; ops and ops2 run and approve (neither can
+        create a user, so neither can mint the second pair of eyes); manager reads."""
+        groups = {name: Group.objects.get_or_create(name=name)[0] for name in (ADMINS, OPS, MANAGERS)}
+        run_production = Permission.objects.filter(content_type__app_label="rehearsals", codename="run_production")
         creds = {}
-        for name, group, staff in (("ops", ops, True), ("ops2", ops, False), ("manager", managers, False)):
+        for name, group, staff, superuser in (("admin", ADMINS, True, True), ("ops", OPS, True, False),
+                                              ("ops2", OPS, True, False), ("manager", MANAGERS, False, False)):
             user, _ = User.objects.get_or_create(username=name)
             pw = password or secrets.token_urlsafe(9)
             user.set_password(pw)
-            user.is_staff = staff
-            user.is_superuser = staff  # the first ops user edits inventory and runbooks in the admin
+            user.is_staff = staff  # ops edit runbooks in the admin; admin edits users, groups and inventory
+            user.is_superuser = superuser
             user.save()
-            user.groups.set([group])
+            user.groups.set([groups[group]])
+            user.user_permissions.set(run_production if group == OPS else [])
             creds[name] = pw
         return creds
 
@@ -134,7 +139,8 @@ class Command(BaseCommand):
         w(self.style.SUCCESS("understudy demo is ready"))
         w(f"  dashboard:        {url}/")
         w(f"  the rehearsal:    {url}{rehearsal.get_absolute_url()}")
-        w(f"  users:            ops / {creds['ops']}      (runs steps, admin)")
+        w(f"  users:            admin / {creds['admin']}    (users, groups, inventory; not ops)")
+        w(f"                    ops / {creds['ops']}      (runs steps, edits runbooks)")
         w(f"                    ops2 / {creds['ops2']}     (second ops member: approves sync-back)")
         w(f"                    manager / {creds['manager']}  (read-only)")
         w(f"  production host:  {prod.address}:{prod.port} key {prod.host_key_fingerprint}"
