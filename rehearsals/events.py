@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from asgiref.sync import async_to_sync
@@ -26,6 +27,8 @@ from workers.engines.events import BaseEmitter, Event
 from .models import StepEvent, StepRun
 
 log = logging.getLogger(__name__)
+CLOSE_RETRIES = 5
+CLOSE_RETRY_SECONDS = 0.2
 
 
 def allocate_and_store(step_run_id: int, events: list[Event]) -> list[StepEvent]:
@@ -151,12 +154,20 @@ class StepEventSink(BaseEmitter):
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered events as one batch. If the write fails (a locked or lost database),
+        the batch goes back in front of the buffer, in order, and the error is raised: the next
+        flush (the timer's, or ``close()``'s retries) writes it. Nothing is dropped."""
         with self._flush_lock:
             with self._buf_lock:
                 batch, self._buffer = self._buffer, []
             if not batch:
                 return
-            rows = allocate_and_store(self.step_run_id, batch)
+            try:
+                rows = allocate_and_store(self.step_run_id, batch)
+            except Exception:
+                with self._buf_lock:
+                    self._buffer = batch + self._buffer
+                raise
             publish(self.group, [r.as_frame() for r in rows])
 
     def _flush_periodically(self) -> None:
@@ -174,7 +185,17 @@ class StepEventSink(BaseEmitter):
     def close(self) -> None:
         self._closed.set()
         self._timer.join(timeout=5)
-        self.flush()
+        for attempt in range(CLOSE_RETRIES):
+            try:
+                self.flush()
+                return
+            except Exception:
+                if attempt == CLOSE_RETRIES - 1:
+                    raise
+                log.warning("event sink flush failed for step run %s; retrying", self.step_run_id,
+                            exc_info=True)
+                close_old_connections()
+                time.sleep(CLOSE_RETRY_SECONDS * (attempt + 1))
 
     def __enter__(self) -> "StepEventSink":
         return self
