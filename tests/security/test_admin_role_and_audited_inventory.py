@@ -11,7 +11,7 @@ from inventory.admin import repin
 from inventory.models import Hypervisor, ProductionHost
 from rehearsals.models import TimelineEntry
 from runbooks.models import Runbook, RunbookLocked, StepSpec
-from workers.engines.endpoint import Endpoint, fingerprint
+from workers.engines.endpoint import fingerprint
 from workers.engines.ssh import HostKeyMismatch, Session
 
 MANUAL = {"kind": "manual", "params": {"instructions": "x"}}
@@ -176,3 +176,17 @@ def test_a_runbook_version_that_ran_is_immutable_in_every_field(make_rehearsal, 
     assert resp.status_code == 403
     runbook.refresh_from_db()
     assert runbook.name != "renamed" and StepSpec.objects.get(pk=step.pk).title != "changed"
+
+
+def test_the_demo_users_ops_are_not_superusers_and_admin_is_not_ops(db):
+    from understudy.management.commands.demo import Command
+
+    creds = Command()._users("demo-pass-123")
+    assert set(creds) == {"admin", "ops", "ops2", "manager"}
+    for name in ("ops", "ops2"):
+        u = User.objects.get(username=name)
+        assert not u.is_superuser and list(u.groups.values_list("name", flat=True)) == ["ops"]
+        assert not u.has_perm("auth.add_user") and not u.has_perm("auth.change_group")
+        assert u.has_perm("runbooks.change_runbook")
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and not admin.groups.filter(name="ops").exists()
