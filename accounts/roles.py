@@ -1,4 +1,6 @@
-"""Roles. ``ops`` run and approve; ``managers`` only read. One place decides,
+"""Roles. ``ops`` run and approve; ``managers`` only read; ``admins`` manage accounts,
+groups and the inventory (in the Django admin) and are not ops, so no ops member can
+create the second account that would approve their own change. One place decides,
 and views, the JSON API, WebSocket consumers and services all ask it."""
 from __future__ import annotations
 
@@ -6,6 +8,16 @@ from django.core.exceptions import PermissionDenied
 
 OPS = "ops"
 MANAGERS = "managers"
+ADMINS = "admins"
+
+# What each group may do in the Django admin ("app_label.codename"); accounts/migrations keeps them.
+ADMIN_PERMISSIONS = [f"{app}.{verb}_{model}" for app, model in (("auth", "user"), ("auth", "group"),
+                                                                 ("inventory", "productionhost"),
+                                                                 ("inventory", "hypervisor"))
+                     for verb in ("add", "change", "delete", "view")]
+OPS_PERMISSIONS = [f"runbooks.{verb}_{model}" for model in ("runbook", "stepspec")
+                   for verb in ("add", "change", "delete", "view")] + \
+                  ["inventory.view_productionhost", "inventory.view_hypervisor"]
 
 
 def _groups(user) -> set[str]:
@@ -28,6 +40,11 @@ def can_read(user) -> bool:
 
 def is_manager(user) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and MANAGERS in _groups(user)
+
+
+def can_administer(user) -> bool:
+    """Users, groups and inventory: admins only (and superusers, who are not ops in the demo)."""
+    return bool(getattr(user, "is_authenticated", False)) and (user.is_superuser or ADMINS in _groups(user))
 
 
 def require_operator(user) -> None:

@@ -24,22 +24,40 @@ class ActionError(Exception):
     pass
 
 
+def _row_id(value) -> int | None:
+    """A primary key from JSON or a form: an integer (or its digits) a database column can hold."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 19:
+        value = int(value)
+    return value if isinstance(value, int) and 0 < value < 2**63 else None
+
+
+def _shown(value) -> str:
+    return repr(value)[:60]
+
+
 def _step_run(rehearsal: Rehearsal, data: dict) -> StepRun:
-    try:
-        return rehearsal.step_runs.select_related("step").get(pk=int(data.get("step_run")))
-    except (TypeError, ValueError, StepRun.DoesNotExist):
-        raise ActionError(f"step run {data.get('step_run')!r} does not belong to rehearsal #{rehearsal.pk}")
+    pk = _row_id(data.get("step_run"))
+    run = rehearsal.step_runs.select_related("step").filter(pk=pk).first() if pk else None
+    if run is None:
+        raise ActionError(f"step run {_shown(data.get('step_run'))} does not belong to rehearsal #{rehearsal.pk}")
+    return run
 
 
 def _step(rehearsal: Rehearsal, data: dict) -> StepSpec:
-    try:
-        return rehearsal.runbook.steps.get(pk=int(data.get("step")))
-    except (TypeError, ValueError, StepSpec.DoesNotExist):
-        raise ActionError(f"step {data.get('step')!r} is not part of {rehearsal.runbook}")
+    pk = _row_id(data.get("step"))
+    step = rehearsal.runbook.steps.filter(pk=pk).first() if pk else None
+    if step is None:
+        raise ActionError(f"step {_shown(data.get('step'))} is not part of {rehearsal.runbook}")
+    return step
 
 
 def _note(data: dict) -> str:
-    return str(data.get("note") or "").strip()
+    note = data.get("note") or ""
+    if not isinstance(note, str):
+        raise ActionError("note must be text")
+    return note.strip()[:10000]
 
 
 def _start(r, user, data):
@@ -113,13 +131,15 @@ def _kind_action(rehearsal: Rehearsal, action: str, data: dict) -> Callable[[Reh
 
 def perform(rehearsal_id: int, action: str, user, data: dict) -> str:
     require_operator(user)
+    if not isinstance(action, str) or not isinstance(data, dict):
+        raise ActionError("an action is a name and an object of its inputs")
     rehearsal = Rehearsal.objects.filter(pk=rehearsal_id).first()
     if rehearsal is None:
         raise ActionError(f"rehearsal #{rehearsal_id} does not exist")
     handler = ACTIONS.get(action) or _kind_action(rehearsal, action, data)
     if handler is None:
         extra = sorted({name for kind in registry.all() for name in kind.actions})
-        raise ActionError(f"unknown action {action!r} (known: {', '.join(ACTIONS)}; on a step run of the right "
+        raise ActionError(f"unknown action {action[:60]!r} (known: {', '.join(ACTIONS)}; on a step run of the right "
                           f"kind: {', '.join(extra)})")
     try:
         return handler(rehearsal, user, data)

@@ -14,6 +14,10 @@ from . import actions
 from .models import Rehearsal, StepEvent
 from .state import rehearsal_state
 
+MAX_LIMIT = 5000
+MAX_SEQ = 2**63 - 1
+MAX_BODY_BYTES = 64 * 1024
+
 
 def _json_login_required(view):
     def wrapped(request, *args, **kwargs):
@@ -42,9 +46,11 @@ def events(request, pk: int, step_run: int):
     get_object_or_404(Rehearsal, pk=pk)
     try:
         after = int(request.GET.get("after", 0))
-        limit = min(int(request.GET.get("limit", 1000)), 5000)
+        limit = int(request.GET.get("limit", 1000))
     except ValueError:
         return JsonResponse({"error": "after and limit must be integers"}, status=400)
+    if not 0 <= after <= MAX_SEQ or not 1 <= limit <= MAX_LIMIT:
+        return JsonResponse({"error": f"after must be 0..{MAX_SEQ} and limit 1..{MAX_LIMIT}"}, status=400)
     rows = StepEvent.objects.filter(step_run_id=step_run, step_run__rehearsal_id=pk, seq__gt=after).order_by("seq")
     return JsonResponse({"events": [r.as_frame() for r in rows[:limit]]})
 
@@ -52,12 +58,16 @@ def events(request, pk: int, step_run: int):
 @_json_login_required
 @require_POST
 def action(request, pk: int, action: str):
+    if len(request.body) > MAX_BODY_BYTES:
+        return JsonResponse({"ok": False, "error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status=413)
     try:
         data = json.loads(request.body or b"{}")
         if not isinstance(data, dict):
             raise ValueError("body must be a JSON object")
+    except RecursionError:
+        return JsonResponse({"ok": False, "error": "invalid JSON: nested too deeply"}, status=400)
     except ValueError as exc:
-        return JsonResponse({"ok": False, "error": f"invalid JSON: {exc}"}, status=400)
+        return JsonResponse({"ok": False, "error": f"invalid JSON: {str(exc)[:200]}"}, status=400)
     try:
         message = actions.perform(pk, action, request.user, data)
     except actions.ActionError as exc:

@@ -1,10 +1,17 @@
 """Live stream of a rehearsal to the browser, and the same actions as the UI.
 
 On connect the client says what it already has (``?after={"<step_run>": seq}``);
-the consumer joins the group first, then replays newer rows from the DB, then
-streams live frames. Frames are deduplicated by (step_run, seq) and a gap in
-the live stream is filled from the DB, so the browser sees every event once,
-in order. Reading needs ops or managers; actions need ops (same checks as views).
+the consumer joins the group first, then replays newer rows from the DB (a page
+at a time, filtered by the database), then streams live frames. Frames are
+deduplicated by (step_run, seq) and a gap in the live stream is filled from the
+DB, so the browser sees every event once, in order.
+
+Reading needs ops or managers (checked on connect). Every action message is
+checked again as it arrives: the user's groups are read from the database, the
+session must still exist, and the message must carry the CSRF token of the
+session (``"csrf"``), so neither a page on another site nor a user removed from
+ops since the socket opened can act. Logging out closes the user's sockets
+(``user_logged_out`` → the per-user group → ``session.ended``).
 """
 from __future__ import annotations
 
@@ -14,16 +21,22 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.middleware import csrf
 
 from accounts.roles import can_operate, can_read
 
 from . import actions
-from .events import remember_server_loop
+from .events import remember_server_loop, user_group_name
 from .models import Rehearsal, StepEvent, StepRun
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 500
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_SEQ = 2**63 - 1
+CLOSE_SESSION_ENDED = 4401
 
 
 class RehearsalConsumer(AsyncJsonWebsocketConsumer):
@@ -40,31 +53,47 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         self.group = rehearsal.group_name
+        self.user_group = user_group_name(self.user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
-        after = self._parse_after()
-        self.last_sent.update(after)
-        rows = await database_sync_to_async(self._rows_after)(after)
-        await self._send_rows(rows)
+        self.last_sent.update(self._parse_after())
+        step_runs = await database_sync_to_async(self._step_run_ids)()
+        for step_run in step_runs:
+            while page := await database_sync_to_async(self._page_after)(step_run,
+                                                                         self.last_sent.get(step_run, 0)):
+                await self._send_rows(page)
         await self.send_json({"type": "replayed", "last": {str(k): v for k, v in self.last_sent.items()}})
 
     def _parse_after(self) -> dict[int, int]:
-        qs = parse_qs(self.scope.get("query_string", b"").decode())
+        """``?after=`` as {step_run: seq}; anything that is not an object of integers is ignored entry by
+        entry (the replay then starts from the beginning for that step run)."""
+        qs = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         try:
             raw = json.loads(qs.get("after", ["{}"])[0])
-            return {int(k): int(v) for k, v in raw.items()}
-        except (ValueError, AttributeError):
+        except (ValueError, RecursionError):
             return {}
+        if not isinstance(raw, dict):
+            return {}
+        after = {}
+        for k, v in raw.items():
+            try:
+                k, v = int(k), int(v)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if 0 < k <= MAX_SEQ and 0 <= v <= MAX_SEQ:
+                after[k] = v
+        return after
 
-    def _rows_after(self, after: dict[int, int]) -> list[dict]:
-        """Rows newer than what the client has, per step run, filtered by the database
-        (the (step_run, seq) unique index), not in Python."""
-        frames = []
-        for step_run in StepRun.objects.filter(rehearsal_id=self.rehearsal_id).order_by("pk").values_list(
-                "pk", flat=True):
-            rows = StepEvent.objects.filter(step_run_id=step_run, seq__gt=after.get(step_run, 0)).order_by("seq")
-            frames += [ev.as_frame() for ev in rows.iterator(chunk_size=2000)]
-        return frames
+    def _step_run_ids(self) -> list[int]:
+        return list(StepRun.objects.filter(rehearsal_id=self.rehearsal_id).order_by("pk").values_list(
+            "pk", flat=True))
+
+    def _page_after(self, step_run: int, after: int) -> list[dict]:
+        """At most REPLAY_CHUNK rows of one step run newer than ``after``, filtered and limited by the
+        database (the (step_run, seq) unique index), never the whole history in memory."""
+        rows = StepEvent.objects.filter(step_run_id=step_run, seq__gt=after).order_by("seq")[:REPLAY_CHUNK]
+        return [ev.as_frame() for ev in rows]
 
     def _gap_rows(self, step_run: int, after: int, before: int) -> list[dict]:
         return [ev.as_frame() for ev in StepEvent.objects.filter(step_run_id=step_run, seq__gt=after,
@@ -80,6 +109,12 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+    async def session_ended(self, message: dict) -> None:
+        """The user logged out (in any tab, any process): this socket ends with the session."""
+        await self.send_json({"type": "session.ended", "reason": "logged out"})
+        await self.close(code=CLOSE_SESSION_ENDED)
 
     async def stream_frames(self, message: dict) -> None:
         out: list[dict] = []
@@ -98,17 +133,76 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
         if out:
             await self.send_json({"type": "batch", "frames": out})
 
-    async def receive_json(self, content: dict, **kwargs) -> None:
-        if content.get("type") != "action":
-            await self.send_json({"type": "error", "error": f"unknown message type {content.get('type')!r}"})
-            return
-        name = content.get("action", "")
-        if not await database_sync_to_async(can_operate)(self.user):
-            await self.send_json({"type": "action.result", "action": name, "ok": False,
-                                  "error": "only members of the 'ops' group can run, approve or change rehearsals"})
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """Parse a client message; anything that is not a small JSON object gets an error frame."""
+        raw = text_data if text_data is not None else bytes_data
+        if raw is None or len(raw) > MAX_MESSAGE_BYTES:
+            await self.send_json({"type": "error", "error": f"a message must be JSON of at most "
+                                                            f"{MAX_MESSAGE_BYTES} bytes"})
             return
         try:
-            message = await database_sync_to_async(actions.perform)(self.rehearsal_id, name, self.user, content)
+            content = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            await self.send_json({"type": "error", "error": f"not JSON: {str(exc)[:200]}"})
+            return
+        if not isinstance(content, dict):
+            await self.send_json({"type": "error", "error": "a message must be a JSON object"})
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict, **kwargs) -> None:
+        if content.get("type") != "action":
+            await self.send_json({"type": "error", "error": f"unknown message type {str(content.get('type'))[:50]!r}"})
+            return
+        name = content.get("action", "")
+        if not isinstance(name, str):
+            await self.send_json({"type": "action.result", "action": None, "ok": False,
+                                  "error": "action must be a string"})
+            return
+        refusal = await database_sync_to_async(self._refusal)(content.get("csrf"))
+        if refusal:
+            await self.send_json({"type": "action.result", "action": name, "ok": False, "error": refusal})
+            if refusal == SESSION_GONE:
+                await self.close(code=CLOSE_SESSION_ENDED)
+            return
+        try:
+            message = await database_sync_to_async(self._perform)(name, content)
             await self.send_json({"type": "action.result", "action": name, "ok": True, "message": message})
         except (actions.ActionError, PermissionDenied) as exc:
             await self.send_json({"type": "action.result", "action": name, "ok": False, "error": str(exc)})
+
+    def _refusal(self, token) -> str | None:
+        """Why this action message may not act, decided now (not when the socket opened)."""
+        session = self.scope.get("session")
+        if session is None or not session.session_key or not session.exists(session.session_key):
+            return SESSION_GONE
+        secret = self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")
+        if not isinstance(token, str) or not secret or not _csrf_token_matches(token, secret):
+            return "the action needs the page's CSRF token in \"csrf\""
+        user = _fresh_user(self.user.pk)
+        if user is None:
+            return SESSION_GONE
+        if not can_operate(user):
+            return "only members of the 'ops' group can run, approve or change rehearsals"
+        return None
+
+    def _perform(self, name: str, content: dict) -> str:
+        return actions.perform(self.rehearsal_id, name, _fresh_user(self.user.pk), content)
+
+
+SESSION_GONE = "your session has ended; log in again"
+
+
+def _fresh_user(pk: int):
+    """The user as the database has it now: groups and permissions are not carried over from the
+    object the socket was opened with (they are cached on it)."""
+    return get_user_model().objects.filter(pk=pk, is_active=True).first()
+
+
+def _csrf_token_matches(token: str, secret: str) -> bool:
+    try:
+        csrf._check_token_format(token)
+        csrf._check_token_format(secret)
+    except csrf.InvalidTokenFormat:
+        return False
+    return csrf._does_token_match(token, secret)

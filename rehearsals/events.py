@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from asgiref.sync import async_to_sync
@@ -26,6 +27,8 @@ from workers.engines.events import BaseEmitter, Event
 from .models import StepEvent, StepRun
 
 log = logging.getLogger(__name__)
+CLOSE_RETRIES = 5
+CLOSE_RETRY_SECONDS = 0.2
 
 
 def allocate_and_store(step_run_id: int, events: list[Event]) -> list[StepEvent]:
@@ -83,18 +86,27 @@ def _send_on_server_loop(layer, group: str, message: dict) -> bool:
     return True
 
 
-def publish(group: str, frames: Iterable[dict[str, Any]]) -> None:
-    """Send frames to a rehearsal's group. Best effort: the DB already has them."""
+def send_to_group(group: str, message: dict) -> None:
+    """group_send from synchronous code (a worker thread, a view, a signal handler)."""
     layer = get_channel_layer()
     if layer is None:
         return
+    if not _send_on_server_loop(layer, group, message):
+        async_to_sync(layer.group_send)(group, message)
+
+
+def user_group_name(user_id: int) -> str:
+    """The channel group every socket of one user joins (to end them when the session ends)."""
+    return f"user-{user_id}"
+
+
+def publish(group: str, frames: Iterable[dict[str, Any]]) -> None:
+    """Send frames to a rehearsal's group. Best effort: the DB already has them."""
     frames = list(frames)
     if not frames:
         return
-    message = {"type": "stream.frames", "frames": frames}
     try:
-        if not _send_on_server_loop(layer, group, message):
-            async_to_sync(layer.group_send)(group, message)
+        send_to_group(group, {"type": "stream.frames", "frames": frames})
     except Exception:  # a down channel layer must not fail the step; clients replay from the DB
         log.exception("could not publish %d frames to %s", len(frames), group)
 
@@ -142,12 +154,20 @@ class StepEventSink(BaseEmitter):
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered events as one batch. If the write fails (a locked or lost database),
+        the batch goes back in front of the buffer, in order, and the error is raised: the next
+        flush (the timer's, or ``close()``'s retries) writes it. Nothing is dropped."""
         with self._flush_lock:
             with self._buf_lock:
                 batch, self._buffer = self._buffer, []
             if not batch:
                 return
-            rows = allocate_and_store(self.step_run_id, batch)
+            try:
+                rows = allocate_and_store(self.step_run_id, batch)
+            except Exception:
+                with self._buf_lock:
+                    self._buffer = batch + self._buffer
+                raise
             publish(self.group, [r.as_frame() for r in rows])
 
     def _flush_periodically(self) -> None:
@@ -165,7 +185,17 @@ class StepEventSink(BaseEmitter):
     def close(self) -> None:
         self._closed.set()
         self._timer.join(timeout=5)
-        self.flush()
+        for attempt in range(CLOSE_RETRIES):
+            try:
+                self.flush()
+                return
+            except Exception:
+                if attempt == CLOSE_RETRIES - 1:
+                    raise
+                log.warning("event sink flush failed for step run %s; retrying", self.step_run_id,
+                            exc_info=True)
+                close_old_connections()
+                time.sleep(CLOSE_RETRY_SECONDS * (attempt + 1))
 
     def __enter__(self) -> "StepEventSink":
         return self

@@ -27,6 +27,24 @@ class RunbookAdmin(admin.ModelAdmin):
             new = rb.new_version(request.user)
             self.message_user(request, f"Created {new}", messages.SUCCESS)
 
+    def has_change_permission(self, request, obj=None):
+        """A version that has run is shown read-only: every field, its check sets and its steps."""
+        if obj is not None and obj.is_locked:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.is_locked:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        locked = [str(rb) for rb in queryset if rb.is_locked]
+        if locked:
+            self.message_user(request, f"Not deleted: {', '.join(locked)} have run and are immutable",
+                              messages.ERROR)
+        super().delete_queryset(request, queryset.filter(locked_at__isnull=True))
+
     def save_formset(self, request, form, formset, change):
         try:
             super().save_formset(request, form, formset, change)

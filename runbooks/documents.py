@@ -16,6 +16,8 @@ from .models import Runbook, StepSpec
 
 STEP_KEYS = {"kind", "title", "target", "params", "needs_approval", "estimated_seconds", "milestone"}
 RUNBOOK_KEYS = {"name", "version", "description", "check_sets", "steps"}
+NAME_MAX = Runbook._meta.get_field("name").max_length
+TITLE_MAX = StepSpec._meta.get_field("title").max_length
 
 
 class InvalidRunbook(ValueError):
@@ -41,8 +43,12 @@ def validate_runbook(data: Any) -> list[str]:
         return ["the runbook must be a JSON object with 'name' and 'steps'"]
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         errors.append("name: required")
+    elif len(data["name"]) > NAME_MAX:
+        errors.append(f"name: at most {NAME_MAX} characters")
+    if not isinstance(data.get("description", ""), str):
+        errors.append("description: must be text")
     for key in sorted(set(data) - RUNBOOK_KEYS):
-        errors.append(f"unknown key {key!r}")
+        errors.append(f"unknown key {key[:60]!r}")
     check_sets = data.get("check_sets", {})
     if not isinstance(check_sets, dict):
         errors.append("check_sets: must be an object of name -> list of checks")
@@ -66,20 +72,29 @@ def validate_runbook(data: Any) -> list[str]:
         if not isinstance(step, dict):
             errors.append(f"{where}: must be an object")
             continue
-        where = f"step {i} ({step.get('title') or step.get('kind') or '?'})"
+        label = next((v for v in (step.get("title"), step.get("kind")) if isinstance(v, str) and v), "?")
+        where = f"step {i} ({label[:60]})"
         for key in sorted(set(step) - STEP_KEYS):
-            errors.append(f"{where}: unknown key {key!r}")
+            errors.append(f"{where}: unknown key {key[:60]!r}")
         if not isinstance(step.get("title"), str) or not step["title"].strip():
             errors.append(f"{where}: title: required")
+        elif len(step["title"]) > TITLE_MAX:
+            errors.append(f"{where}: title: at most {TITLE_MAX} characters")
         if not isinstance(step.get("needs_approval", False), bool):
             errors.append(f"{where}: needs_approval must be true or false")
         est = step.get("estimated_seconds", 60)
         if isinstance(est, bool) or not isinstance(est, int) or est < 0:
             errors.append(f"{where}: estimated_seconds must be a non-negative integer")
         milestone = step.get("milestone", "")
-        if milestone not in StepSpec.Milestone.values:
-            errors.append(f"{where}: milestone {milestone!r} is not one of "
+        if not isinstance(milestone, str) or milestone not in StepSpec.Milestone.values:
+            errors.append(f"{where}: milestone {str(milestone)[:60]!r} is not one of "
                           f"{', '.join(m for m in StepSpec.Milestone.values if m)}")
+        wrong_types = [f"{where}: {key} must be {what}" for key, types, what in (
+            ("kind", str, "text"), ("target", str, "text"), ("params", dict, "an object"))
+            if key in step and not isinstance(step[key], types)]
+        if wrong_types:
+            errors += wrong_types
+            continue
         errors += [f"{where}: {e}" for e in registry.validate(step.get("kind", ""), step.get("params", {}),
                                                                step.get("target", "production"), runbook=pseudo)]
     return errors

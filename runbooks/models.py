@@ -44,6 +44,26 @@ class Runbook(models.Model):
         # Another instance (the rehearsal's) may have locked it since this one was loaded.
         return self.pk is not None and Runbook.objects.filter(pk=self.pk, locked_at__isnull=False).exists()
 
+    IMMUTABLE_FIELDS = ("name", "version", "description", "check_sets", "created_by_id")
+
+    def save(self, *args, **kwargs) -> None:
+        """A version that has run keeps every field as it ran; ``lock()`` itself writes with an UPDATE."""
+        if self.pk is not None:
+            stored = Runbook.objects.filter(pk=self.pk, locked_at__isnull=False).values(
+                *self.IMMUTABLE_FIELDS, "locked_at").first()
+            if stored is not None:
+                changed = [f.removesuffix("_id") for f in self.IMMUTABLE_FIELDS if stored[f] != getattr(self, f)]
+                if changed or self.locked_at != stored["locked_at"]:
+                    raise RunbookLocked(f"{self} has already run and is immutable "
+                                        f"({', '.join(changed) or 'locked_at'} would change); "
+                                        "create a new version to edit it")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        if self.is_locked:
+            raise RunbookLocked(f"{self} has already run and is immutable; it cannot be deleted")
+        return super().delete(*args, **kwargs)
+
     def lock(self) -> None:
         """Called when a rehearsal starts using this version."""
         if self.locked_at is None:

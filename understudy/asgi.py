@@ -12,11 +12,15 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from rehearsals.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    # Only pages served from our own origins may open a socket (a WebSocket is not bound by CORS);
+    # UNDERSTUDY_ALLOWED_ORIGINS never means "any".
+    "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+                                 settings.UNDERSTUDY_ALLOWED_ORIGINS),
 })

@@ -5,13 +5,20 @@ Celery on the in-memory transport with a worker thread inside the web process.
 Full stack: set DATABASE_URL (PostgreSQL) and REDIS_URL (Celery broker + result
 backend + channels-redis), and run one Celery worker per hypervisor queue.
 """
+import os
+import secrets
+import stat
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(environ.Env().str("UNDERSTUDY_DATA_DIR", default=str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# The data dir holds the database, the worker's SSH key and the generated secret key: owner only.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if DATA_DIR.stat().st_mode & 0o077 and DATA_DIR.stat().st_uid == os.getuid():
+    DATA_DIR.chmod(0o700)
 
 env = environ.Env(
     DEBUG=(bool, False),
@@ -19,10 +26,69 @@ env = environ.Env(
 )
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
-SECRET_KEY = env.str("SECRET_KEY", default="understudy-dev-only-insecure-key-change-me")
 DEBUG = env("DEBUG")
+# "production": behind a TLS-terminating proxy; secure cookies, HSTS, the key only from the environment.
+PROFILE = env.str("UNDERSTUDY_PROFILE", default="embedded")
+if PROFILE not in {"embedded", "production"}:
+    raise ImproperlyConfigured(f"UNDERSTUDY_PROFILE={PROFILE!r}: use 'embedded' (the default) or 'production'")
+if PROFILE == "production" and DEBUG:
+    raise ImproperlyConfigured("DEBUG=on shows tracebacks and settings to anyone: not with UNDERSTUDY_PROFILE=production")
+
+# Keys that were ever written in this repository, its docs or docker-compose.yml.
+KNOWN_INSECURE_KEYS = {"change-me", "changeme", "secret", "understudy-dev-only-insecure-key-change-me"}
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` must not sign sessions outside debug, or None if it may."""
+    if key in KNOWN_INSECURE_KEYS or "change-me" in key or key.startswith("django-insecure"):
+        return "it is a published placeholder"
+    if len(key) < 50 or len(set(key)) < 5:
+        return "it is shorter than 50 characters or has fewer than 5 different characters"
+    return None
+
+
+def _generated_secret_key(path: Path) -> str:
+    """The embedded profile's key: random, made once, kept in the data dir readable by the owner only."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(64)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if PROFILE == "production":
+        raise ImproperlyConfigured("SECRET_KEY is not set: the production profile takes the key from the "
+                                   "environment only (generate one with "
+                                   "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`)")
+    SECRET_KEY = _generated_secret_key(DATA_DIR / "secret_key")
+elif not DEBUG and (problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(f"refusing to start with an insecure SECRET_KEY ({problem}) while DEBUG is off: "
+                               "set a random key of 50+ characters, or unset SECRET_KEY to let the embedded "
+                               "profile generate one in the data dir")
+
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+
+def allowed_origins(explicit: list[str], hosts: list[str]) -> list[str]:
+    """Origins a WebSocket may come from (Channels' OriginValidator patterns).
+
+    Never "anything": a "*" is refused in the explicit list and dropped from the hosts
+    the default is derived from, so ``ALLOWED_HOSTS="*"`` alone lets no browser page connect.
+    """
+    if "*" in explicit:
+        raise ImproperlyConfigured("UNDERSTUDY_ALLOWED_ORIGINS must list origins (e.g. https://understudy.example); "
+                                   "'*' would let any web page act with a visitor's session")
+    return explicit or [h for h in hosts if h and "*" not in h]
+
+
+UNDERSTUDY_ALLOWED_ORIGINS = allowed_origins(env.list("UNDERSTUDY_ALLOWED_ORIGINS", default=[]), ALLOWED_HOSTS)
 
 INSTALLED_APPS = [
     "daphne",
@@ -52,6 +118,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "rehearsals.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -146,3 +213,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+if PROFILE == "production":
+    # TLS ends at a reverse proxy that sets X-Forwarded-Proto (and strips it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)

@@ -83,7 +83,7 @@ def test_websocket_manager_watches_but_cannot_act(make_rehearsal, host_row, user
         connected, _ = await comm.connect()
         assert connected, "managers may watch"
         await comm.receive_json_from(timeout=5)  # replayed
-        await comm.send_json_to({"type": "action", "action": "start"})
+        await comm.send_json_to({"type": "action", "action": "start", "csrf": comm.csrf_token})
         reply = await comm.receive_json_from(timeout=5)
         assert reply["type"] == "action.result" and not reply["ok"] and "ops" in reply["error"]
         await comm.disconnect()
@@ -91,7 +91,7 @@ def test_websocket_manager_watches_but_cannot_act(make_rehearsal, host_row, user
         comm = communicator(alice_cookie, r.pk)
         assert (await comm.connect())[0]
         await comm.receive_json_from(timeout=5)
-        await comm.send_json_to({"type": "action", "action": "start"})
+        await comm.send_json_to({"type": "action", "action": "start", "csrf": comm.csrf_token})
         reply = await _next_of_type(comm, "action.result")
         assert reply["ok"], reply
         await comm.disconnect()
@@ -104,13 +104,15 @@ def test_websocket_manager_watches_but_cannot_act(make_rehearsal, host_row, user
     async def approve_as_manager_then_bob():
         comm = communicator(mona_cookie, r.pk)
         assert (await comm.connect())[0]
-        await comm.send_json_to({"type": "action", "action": "approve", "step_run": run.pk})
+        await comm.send_json_to({"type": "action", "action": "approve", "step_run": run.pk,
+                                 "csrf": comm.csrf_token})
         reply = await _next_of_type(comm, "action.result")
         assert not reply["ok"]
         await comm.disconnect()
         comm = communicator(bob_cookie, r.pk)
         assert (await comm.connect())[0]
-        await comm.send_json_to({"type": "action", "action": "approve", "step_run": run.pk, "note": "fine"})
+        await comm.send_json_to({"type": "action", "action": "approve", "step_run": run.pk, "note": "fine",
+                                 "csrf": comm.csrf_token})
         reply = await _next_of_type(comm, "action.result")
         assert reply["ok"], reply
         await comm.disconnect()

@@ -84,7 +84,7 @@ def validate_check_specs(specs: Any) -> list[str]:
             errors.append(f"{where}: must be an object")
             continue
         kind = spec.get("type")
-        if kind not in _FIELDS:
+        if not isinstance(kind, str) or kind not in _FIELDS:
             errors.append(f"{where}: type must be one of {sorted(_FIELDS)}, got {kind!r}")
             continue
         where = f"check #{i + 1} ({spec.get('name') or kind})"

@@ -108,7 +108,7 @@ def connect(endpoint: Endpoint, *, timeout: float = 10.0) -> paramiko.SSHClient:
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise HostKeyMismatch(
-            f"{endpoint}: HOST KEY MISMATCH — the host presented "
+            f"{endpoint}: HOST KEY MISMATCH (host key changed) — the host presented "
             f"{exc.key.get_name()} {fingerprint(exc.key.get_name() + ' ' + exc.key.get_base64())} "
             f"but {fingerprint(endpoint.host_key)} is pinned. Refusing to connect: the host was "
             f"reinstalled or someone is intercepting the connection.") from exc
@@ -119,7 +119,7 @@ def connect(endpoint: Endpoint, *, timeout: float = 10.0) -> paramiko.SSHClient:
         client.close()
         if "known_hosts" in str(exc):
             raise HostKeyMismatch(
-                f"{endpoint}: the host did not offer the pinned {pinned.type} key "
+                f"{endpoint}: host key changed: the host did not offer the pinned {pinned.type} key "
                 f"({fingerprint(endpoint.host_key)}); refusing to connect") from exc
         raise SSHError(f"{endpoint}: SSH handshake failed: {exc}") from exc
     except (socket.timeout, TimeoutError) as exc:

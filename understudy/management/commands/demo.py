@@ -1,7 +1,7 @@
 """``manage.py demo``: the whole product on one machine, on the embedded defaults.
 
-Migrates, creates users (ops, a second ops for four-eyes approvals, a manager; both ops
-may start production runs),
+Migrates, creates users (an admin, ops, a second ops for four-eyes approvals, a manager;
+both ops may start production runs),
 starts a real sshd "production host" (own rootfs, namespaces, host key) whose
 little database has a few corrupted datafiles, registers it with its pinned key,
 registers the best hypervisor available, opens an incident with a dress rehearsal
@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.roles import ADMINS, MANAGERS, OPS
 from incidents.models import Incident
 from inventory.models import Hypervisor, ProductionHost
 from rehearsals import incident_lifecycle, transitions
@@ -57,22 +58,22 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------ pieces
     def _users(self, password: str | None) -> dict[str, str]:
-        ops, _ = Group.objects.get_or_create(name="ops")
-        managers, _ = Group.objects.get_or_create(name="managers")
+        """admin manages accounts and inventory and is not ops; ops and ops2 run and approve (neither can
+        create a user, so neither can mint the second pair of eyes); manager reads."""
+        groups = {name: Group.objects.get_or_create(name=name)[0] for name in (ADMINS, OPS, MANAGERS)}
+        run_production = Permission.objects.filter(content_type__app_label="rehearsals", codename="run_production")
         creds = {}
-        for name, group, staff in (("ops", ops, True), ("ops2", ops, False), ("manager", managers, False)):
+        for name, group, staff, superuser in (("admin", ADMINS, True, True), ("ops", OPS, True, False),
+                                              ("ops2", OPS, True, False), ("manager", MANAGERS, False, False)):
             user, _ = User.objects.get_or_create(username=name)
             pw = password or secrets.token_urlsafe(9)
             user.set_password(pw)
-            user.is_staff = staff
-            user.is_superuser = staff  # the first ops user edits inventory and runbooks in the admin
+            user.is_staff = staff  # ops edit runbooks in the admin; admin edits users, groups and inventory
+            user.is_superuser = superuser
             user.save()
-            user.groups.set([group])
+            user.groups.set([groups[group]])
+            user.user_permissions.set(run_production if group == OPS else [])
             creds[name] = pw
-        # both ops people may run the real repair once its dress rehearsal succeeded
-        run_production = Permission.objects.get(codename="run_production", content_type__app_label="rehearsals")
-        for name in ("ops", "ops2"):
-            User.objects.get(username=name).user_permissions.add(run_production)
         return creds
 
     def _production_host(self, *, with_boot: bool):
@@ -140,7 +141,8 @@ class Command(BaseCommand):
         w(f"  dashboard:        {url}/")
         w(f"  dress rehearsal:  {url}{rehearsal.get_absolute_url()}  (production is not changed; when it "
           f"succeeds, 'Run for real on production' continues on its repaired workbench)")
-        w(f"  users:            ops / {creds['ops']}      (runs steps, admin)")
+        w(f"  users:            admin / {creds['admin']}    (users, groups, inventory; not ops)")
+        w(f"                    ops / {creds['ops']}      (runs steps, edits runbooks)")
         w(f"                    ops2 / {creds['ops2']}     (second ops member: approves sync-back)")
         w(f"                    manager / {creds['manager']}  (read-only)")
         w(f"  production host:  {prod.address}:{prod.port} key {prod.host_key_fingerprint}"

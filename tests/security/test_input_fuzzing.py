@@ -1,0 +1,141 @@
+"""Every form, API body and WebSocket message with generated input: never a 500, never a traceback in
+what the client gets back. Example counts are kept small so the suite stays under a couple of minutes."""
+import json
+from urllib.parse import quote
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rehearsals.actions import ACTIONS
+from runbooks.documents import InvalidRunbook, import_runbook
+from tests.wsclient import communicator, session_cookie
+
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**70, max_value=2**70)
+           | st.floats() | st.text(max_size=40))
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+ids = st.integers(min_value=-3, max_value=10) | json_values
+action_inputs = st.fixed_dictionaries({}, optional={"step_run": ids, "step": ids, "note": json_values,
+                                                    "csrf": json_values}) | json_values
+action_names = st.sampled_from(sorted(ACTIONS) + ["select", "rollback", "", "x" * 300, "../start"])
+form_values = st.dictionaries(st.sampled_from(["title", "production_host", "broken_service", "severity",
+                                               "description", "note", "runbook", "hypervisor", "mode",
+                                               "keep_clone", "domain", "step_run", "step", "username",
+                                               "password"]),
+                              st.text(max_size=30) | st.integers().map(str), max_size=8)
+
+
+def _clean(resp) -> None:
+    assert resp.status_code < 500, (resp.status_code, resp.content[:500])
+    assert b"Traceback" not in resp.content
+
+
+@pytest.fixture
+def ops_client(world):
+    c = Client(raise_request_exception=False)
+    c.force_login(world["users"]["ops"])
+    return c
+
+
+def test_api_action_bodies(world, ops_client):
+    @FUZZ
+    @given(name=action_names, body=action_inputs)
+    def check(name, body):
+        for pk in (world["awaiting"].pk, world["pending"].pk):
+            try:
+                raw = json.dumps(body)
+            except ValueError:
+                return
+            _clean(ops_client.post(f"/api/rehearsals/{pk}/actions/{name}/", raw, content_type="application/json"))
+
+    check()
+
+
+def test_api_raw_bodies_and_query_strings(world, ops_client):
+    @FUZZ
+    @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode), after=st.text(max_size=12),
+           limit=st.text(max_size=12))
+    def check(raw, after, limit):
+        r = world["awaiting"]
+        _clean(ops_client.post(f"/api/rehearsals/{r.pk}/actions/approve/", raw, content_type="application/json"))
+        _clean(ops_client.get(f"/api/rehearsals/{r.pk}/steps/{world['run'].pk}/events/",
+                              {"after": after, "limit": limit}))
+
+    check()
+
+
+def test_html_forms(world, ops_client):
+    r, incident = world["pending"], world["pending"].incident_id
+    paths = ["/incidents/new/", f"/incidents/{incident}/close/", f"/incidents/{incident}/rehearsals/new/",
+             f"/rehearsals/{r.pk}/start/", f"/rehearsals/{world['awaiting'].pk}/approve/",
+             f"/rehearsals/{world['awaiting'].pk}/skip/", f"/rehearsals/hypervisors/{world['hv'].pk}/destroy-leftover/"]
+
+    @FUZZ
+    @given(path=st.sampled_from(paths), data=form_values)
+    def check(path, data):
+        _clean(ops_client.post(path, data))
+        _clean(Client(raise_request_exception=False).post("/login/", data))
+
+    check()
+
+
+def test_runbook_documents(db):
+    docs = json_values | st.fixed_dictionaries(
+        {"name": json_values, "steps": st.lists(st.fixed_dictionaries(
+            {"kind": st.sampled_from(["manual", "command", "check", "diff", "clone"]) | json_values},
+            optional={"title": json_values, "params": json_values, "target": json_values,
+                      "needs_approval": json_values, "estimated_seconds": json_values,
+                      "milestone": json_values}), max_size=3)},
+        optional={"description": json_values, "check_sets": json_values})
+
+    @FUZZ
+    @given(doc=docs)
+    def check(doc):
+        try:
+            import_runbook(doc)
+        except InvalidRunbook:
+            pass
+
+    check()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_websocket_messages(world):
+    cookie = session_cookie(world["users"]["ops"])
+    pk = world["pending"].pk
+
+    messages = (st.binary(min_size=1, max_size=100) | st.text(min_size=1, max_size=100)
+                | st.builds(lambda name, body, tok: json.dumps({"type": "action", "action": name, "csrf": tok,
+                                                                **(body if isinstance(body, dict) else {})}),
+                            action_names | json_values, action_inputs, st.none())
+                | json_values.map(lambda v: json.dumps(v)))
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(batch=st.lists(messages, min_size=1, max_size=5), after=st.text(max_size=30))
+    def check(batch, after):
+
+        async def scenario():
+            comm = communicator(cookie, pk, path=f"/ws/rehearsals/{pk}/?after={quote(after)}")
+            assert (await comm.connect())[0]
+            while (await comm.receive_json_from(timeout=5))["type"] != "replayed":
+                pass
+            for raw in batch:
+                if isinstance(raw, bytes):
+                    await comm.send_to(bytes_data=raw)
+                else:
+                    await comm.send_to(text_data=raw)
+                reply = await comm.receive_output(timeout=5)
+                assert reply["type"] == "websocket.send", reply  # an answer, not a closed socket
+                assert "Traceback" not in (reply.get("text") or "")
+            await comm.disconnect()
+
+        async_to_sync(scenario)()
+
+    check()
