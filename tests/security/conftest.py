@@ -1,10 +1,8 @@
 """Fixtures of the security suites: ``world`` is the cast of the RBAC matrix and the CSRF suite."""
 import pytest
-from django.contrib.auth.models import Group, Permission, User
-from django.contrib.contenttypes.models import ContentType
 
 from rehearsals import transitions
-from rehearsals.models import Rehearsal, StepRun
+from rehearsals.models import StepRun
 
 MANUAL = {"kind": "manual", "params": {"instructions": "x"}, "needs_approval": True}
 
@@ -19,22 +17,24 @@ def fast_password_hashing(settings):
 def world(users, make_rehearsal, host_row, hypervisor):
     """alice requested an approval (and holds run_production), bob is another ops member (too),
     carol is ops without run_production, mona a manager; a run awaiting approval, a pending one."""
-    alice, bob = users["alice"], users["bob"]
-    carol = User.objects.create_user("carol", password="carol-pass-123")
-    carol.groups.add(Group.objects.get(name="ops"))
-    ct = ContentType.objects.get_for_model(Rehearsal)
-    run_production, _ = Permission.objects.get_or_create(
-        codename="run_production", content_type=ct, defaults={"name": "Can start a production run"})
+    alice, bob, carol = users["alice"], users["bob"], users["carol"]   # carol: ops without run_production
     for u in (alice, bob, carol):
         u.is_staff = True
         u.save()
-    alice.user_permissions.add(run_production)
-    bob.user_permissions.add(run_production)
     awaiting = make_rehearsal(host_row, [MANUAL], user=alice)
     transitions.start(awaiting, alice)
     run = StepRun.objects.get(rehearsal=awaiting)
     assert run.status == StepRun.Status.AWAITING_APPROVAL
-    return {"users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice,
+    # a report with a published version and an action item: the report routes' targets
+    from reports import lifecycle as reports
+
+    report = reports.report_for(awaiting)
+    item = reports.add_action_item(report, alice, text="write the runbook's missing step", owner="alice")
+    reports.submit_for_review(report, alice)
+    reports.publish(report, alice)
+    return {"report": awaiting, "item": item, "users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice,
                       "no_prod": carol},
             "awaiting": awaiting, "run": run, "pending": make_rehearsal(host_row, [MANUAL], user=alice),
+            "pending_production": make_rehearsal(host_row, [MANUAL], user=alice, mode="production",
+                                                 override_reason="RBAC matrix: a production run to start"),
             "hv": hypervisor}

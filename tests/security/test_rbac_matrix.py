@@ -5,8 +5,8 @@ without the production-run permission (``rehearsals.run_production``).
 The routes are read from the URL configuration, so a new route without a row in ``HTTP`` or ``WS``
 fails ``test_every_route_has_a_row``. A cell is the status code the role must get.
 
-TIGHTEN after the production-run permission is merged: the rows marked ``starts a run`` allow the
-``no_prod`` column for now; a production run must then answer 403 to it.
+The rows that start a run start a *production* run, which ``no_prod`` may not (a dress rehearsal
+it may: ``tests/foundation/test_production_run_rules.py``).
 """
 from __future__ import annotations
 
@@ -48,17 +48,47 @@ HTTP = {
     "rehearsals:hypervisor_destroy": ("POST", lambda w: f"/rehearsals/hypervisors/{w['hv'].pk}/destroy-leftover/",
                                       {"domain": "none"}, _row(LOGIN, 403, 302, 302, 302)),
     "rehearsals:detail": ("GET", lambda w: f"/rehearsals/{w['pending'].pk}/", None, READ_HTML),
-    # starts a run
-    "rehearsals:action": ("POST", lambda w: f"/rehearsals/{w['pending'].pk}/start/", None,
-                          _row(LOGIN, 403, 302, 302, 302)),
+    # starts a production run
+    "rehearsals:action": ("POST", lambda w: f"/rehearsals/{w['pending_production'].pk}/start/", None,
+                          _row(LOGIN, 403, 302, 302, 403)),
     "incidents:list": ("GET", lambda w: "/", None, READ_HTML),
     "incidents:create": ("GET", lambda w: "/incidents/new/", None, _row(LOGIN, 403, 200, 200, 200)),
     "incidents:detail": ("GET", lambda w: f"/incidents/{w['pending'].incident_id}/", None, READ_HTML),
     "incidents:close": ("POST", lambda w: f"/incidents/{w['pending'].incident_id}/close/", {"note": "done"},
                         _row(LOGIN, 403, 302, 302, 302)),
-    # starts a run (creates the rehearsal a production run would be)
+    # creates a production run (without a dress rehearsal: the override)
     "incidents:rehearsal_create": ("POST", lambda w: f"/incidents/{w['pending'].incident_id}/rehearsals/new/",
-                                   {}, _row(LOGIN, 403, 302, 302, 302)),
+                                   lambda w: {"runbook": w["pending"].runbook_id, "hypervisor": w["hv"].pk,
+                                              "mode": "production", "override_reason": "matrix"},
+                                   _row(LOGIN, 403, 302, 302, 403)),
+    # the incident report: everyone with a role reads; ops edit and publish; managers mark reviewed
+    "reports:rehearsal": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/", None, READ_HTML),
+    "reports:pdf": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/report.pdf", None, READ_HTML),
+    "reports:markdown": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/report.md", None, READ_HTML),
+    "reports:json": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/report.json", None, READ_HTML),
+    "reports:version": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/v1/", None, READ_HTML),
+    "reports:version_pdf": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/v1/report.pdf", None,
+                            READ_HTML),
+    "reports:version_markdown": ("GET", lambda w: f"/reports/rehearsal/{w['report'].pk}/v1/report.md", None,
+                                 READ_HTML),
+    "reports:log": ("GET", lambda w: f"/reports/steps/{w['run'].pk}/log.txt", None, READ_HTML),
+    "reports:runbook": ("GET", lambda w: f"/reports/runbooks/{w['report'].runbook_id}/", None, READ_HTML),
+    "reports:edit": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/edit/", {"summary": "s"},
+                     _row(LOGIN, 403, 302, 302, 302)),
+    "reports:add_item": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/action-items/",
+                         {"text": "t"}, _row(LOGIN, 403, 302, 302, 302)),
+    "reports:item_done": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/action-items/{w['item'].pk}/",
+                          {"done": "on"}, _row(LOGIN, 403, 302, 302, 302)),
+    "reports:submit": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/submit/", None,
+                       _row(LOGIN, 403, 302, 302, 302)),
+    "reports:publish": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/publish/", None,
+                        _row(LOGIN, 403, 302, 302, 302)),
+    "reports:reviewed": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/v1/reviewed/", None,
+                         _row(LOGIN, 302, 403, 403, 403)),
+    "reports_api:report": ("GET", lambda w: f"/api/reports/{w['report'].pk}/", None, READ_API),
+    "reports_api:version": ("GET", lambda w: f"/api/reports/{w['report'].pk}/v1/", None, READ_API),
+    "reports_api:action": ("POST", lambda w: f"/api/reports/{w['report'].pk}/actions/edit/",
+                           lambda w: {"summary": "s"}, _row(401, 403, 200, 200, 200)),
 }
 ADMIN_LOGIN = "admin-login"
 # The admin's routes are the site's own; who may use them is Django's model permissions. These rows
@@ -75,7 +105,7 @@ ADMIN = {
 WS = {
     "ws/rehearsals/<int:pk>/": {
         "connect": _row(False, True, True, True, True),
-        "start": _row(None, False, True, True, True),
+        "start": _row(None, False, True, True, False),
     },
 }
 
@@ -135,7 +165,7 @@ def test_http_route(world, name):
     def check(role):
         c = _client(world["users"][role])
         data = body(world) if callable(body) else body
-        if name.startswith("api:"):
+        if name.startswith(("api:", "reports_api:")):
             resp = c.generic(method, path(world), json.dumps(data or {}), content_type="application/json")
         elif method == "POST":
             resp = c.post(path(world), data or {})
@@ -162,7 +192,7 @@ def test_websocket_route(world, route, role):
     user = world["users"][role]
     cookie = session_cookie(user) if user is not None else None
     expected = WS[route]
-    pending = world["pending"]
+    pending = world["pending_production"]   # starting it needs run_production
 
     async def scenario():
         comm = communicator(cookie, pending.pk)
