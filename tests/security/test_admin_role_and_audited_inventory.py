@@ -63,25 +63,25 @@ def test_an_ops_member_cannot_create_a_second_account(staff_ops):
 
 def test_account_changes_are_audited_with_their_actor(admin_user, users):
     c = _client(admin_user)
-    resp = c.post("/admin/auth/user/add/", {"username": "carol", "password1": "Carol-pass-123!x",
-                                            "password2": "Carol-pass-123!x", "usable_password": "true"})
+    resp = c.post("/admin/auth/user/add/", {"username": "dave", "password1": "Dave-pass-123!x",
+                                            "password2": "Dave-pass-123!x", "usable_password": "true"})
     assert resp.status_code == 302, resp.content[:2000]
-    carol = User.objects.get(username="carol")
-    created = TimelineEntry.objects.get(action="account.user_created", message__contains="carol")
+    dave = User.objects.get(username="dave")
+    created = TimelineEntry.objects.get(action="account.user_created", message__contains="dave")
     assert created.actor == admin_user
     ops = Group.objects.get(name="ops")
-    resp = c.post(f"/admin/auth/user/{carol.pk}/change/", {
-        "username": "carol", "is_active": "on", "is_staff": "on", "groups": [ops.pk],
+    resp = c.post(f"/admin/auth/user/{dave.pk}/change/", {
+        "username": "dave", "is_active": "on", "is_staff": "on", "groups": [ops.pk],
         "last_login_0": "", "last_login_1": "", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"})
     assert resp.status_code == 302, resp.content[:3000]
-    membership = TimelineEntry.objects.get(action="account.membership_changed", message__startswith="carol")
-    assert membership.actor == admin_user and membership.message == "carol added to group ops"
-    changed = TimelineEntry.objects.get(action="account.user_changed", message__contains="carol")
+    membership = TimelineEntry.objects.get(action="account.membership_changed", message__startswith="dave")
+    assert membership.actor == admin_user and membership.message == "dave added to group ops"
+    changed = TimelineEntry.objects.get(action="account.user_changed", message__contains="dave")
     assert "is_staff False → True" in changed.message and changed.actor == admin_user
     # the reverse side and permissions too, from a shell (no request: no actor)
-    ops.user_set.remove(carol)
+    ops.user_set.remove(dave)
     assert TimelineEntry.objects.filter(action="account.membership_changed",
-                                        message="carol removed from group ops", actor=None).exists()
+                                        message="dave removed from group ops", actor=None).exists()
     ops.permissions.add(Permission.objects.get(codename="view_incident"))
     assert TimelineEntry.objects.filter(action="account.permissions_changed", message__contains="ops: granted").exists()
     Group.objects.create(name="auditors")

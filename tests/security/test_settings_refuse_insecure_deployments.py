@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _manage(tmp_path, *args, **env):
     base = {k: v for k, v in os.environ.items()
-            if k not in {"SECRET_KEY", "DEBUG", "UNDERSTUDY_PROFILE", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE"}}
+            # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests' conftest in this process, never in a deployment
+            if k not in {"SECRET_KEY", "DEBUG", "UNDERSTUDY_PROFILE", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE",
+                         "DJANGO_ALLOW_ASYNC_UNSAFE"}}
     base.update(UNDERSTUDY_DATA_DIR=str(tmp_path / "data"), **env)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=base, capture_output=True,
                           text=True, timeout=120)
