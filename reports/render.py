@@ -62,8 +62,12 @@ def view_model(snapshot: dict[str, Any], zone_name: str | None = None) -> dict[s
         e["shown"] = when(e["at"], zone)
     for s in vm["steps"]:
         s["seconds_shown"] = duration(s["seconds"])
-        s["estimate_shown"] = duration(s["dress_estimate_seconds"] if s["dress_estimate_seconds"] is not None
-                                       else s["estimated_seconds"])
+        if s["status"] == "carried" and s["seconds"] is not None:
+            # not run again here: what it took in the dress rehearsal, not the runbook's guess
+            s["estimate_shown"] = f"{duration(s['seconds'])} (took, in the dress rehearsal)"
+        else:
+            s["estimate_shown"] = duration(s["dress_estimate_seconds"] if s["dress_estimate_seconds"] is not None
+                                           else s["estimated_seconds"])
         s["projected_shown"] = "does not converge" if s["projected_seconds"] is None and s["seconds"] is not None \
             else duration(s["projected_seconds"])
         s["facts_shown"] = [{"label": f["label"], "value": number(f["value"], f["unit"])}
