@@ -144,6 +144,21 @@ def open_root(root):
         raise classify(exc, "open root", root)
 
 
+def open_dir_step(fd, part, create):
+    """One directory component below ``fd``, never through a symlink (O_NOFOLLOW); made 0700 if
+    missing and ``create``."""
+    try:
+        return os.open(part, RDONLY_DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            os.mkdir(part, 0o700, dir_fd=fd)
+        except FileExistsError:
+            pass
+        return os.open(part, RDONLY_DIR, dir_fd=fd)
+
+
 def open_parent(root_fd, rel, create=False):
     """fd of rel's parent directory (walked with O_NOFOLLOW from root_fd) and the last name."""
     check_rel(rel)
@@ -151,16 +166,7 @@ def open_parent(root_fd, rel, create=False):
     fd = os.dup(root_fd)
     try:
         for part in parts[:-1]:
-            try:
-                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                try:
-                    os.mkdir(part, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            nfd = open_dir_step(fd, part, create)
             os.close(fd)
             fd = nfd
     except OSError as exc:
@@ -306,16 +312,7 @@ def open_backup_dir(backup_dir, create=True):
     try:
         for n, part in enumerate(parts):
             where += b"/" + part
-            try:
-                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                try:
-                    os.mkdir(part, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                nfd = os.open(part, RDONLY_DIR, dir_fd=fd)
+            nfd = open_dir_step(fd, part, create)
             os.close(fd)
             fd = nfd
             st = os.fstat(fd)
