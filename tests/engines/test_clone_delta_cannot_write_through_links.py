@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from workers.engines.confined import merge_tree
+from workers.engines.confined import identical_entries, merge_tree
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
@@ -68,3 +68,32 @@ def test_a_delta_updates_files_and_directories_in_place(tmp_path: Path):
     assert (staging / "d" / "old").read_bytes() == b"2"
     assert (staging / "d" / "sub" / "gone-dir-now-file").read_bytes() == b"file now"
     assert (staging / "d").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_delta_entry_the_first_pass_already_had_is_not_a_change(tmp_path: Path):
+    """The delta's window opens on production's clock, which busybox reads in whole seconds: it
+    takes files completed just before the copy began. Only entries that differ from what the
+    first pass copied are changes during the copy; links in either tree are compared, not followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"same\n")
+    staging, delta = tmp_path / "staging", tmp_path / "delta"
+    for tree in (staging, delta):
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc" / "same").write_bytes(b"unchanged\n")
+        (tree / "etc" / "rewritten").write_bytes(b"old\n" if tree == staging else b"new\n")
+        (tree / "etc" / "link").symlink_to("/etc/same")
+        (tree / "etc" / "retargeted").symlink_to("/a" if tree == staging else "/b")
+    (staging / "etc" / "touched").write_bytes(b"x")
+    (delta / "etc" / "touched").write_bytes(b"x")
+    (staging / "etc" / "new-in-delta-only").symlink_to(outside)  # a link in staging: not descended
+    (delta / "etc" / "new-in-delta-only").mkdir()
+    (delta / "etc" / "new-in-delta-only" / "f").write_bytes(b"same\n")
+    for name in ("same", "rewritten", "touched"):
+        os.utime(staging / "etc" / name, ns=(0, 1_000_000_000))
+        os.utime(delta / "etc" / name, ns=(0, 1_000_000_000 if name != "touched" else 2_000_000_000))
+    for name in ("link", "retargeted"):
+        st = os.lstat(staging / "etc" / name)
+        os.utime(delta / "etc" / name, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    assert identical_entries(delta, staging) == {"/etc/same", "/etc/link"}

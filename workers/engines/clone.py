@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .confined import ConfinementError, Root, merge_tree
+from .confined import ConfinementError, Root, identical_entries, merge_tree
 from .endpoint import (AuthenticationFailed, CommandFailed, Endpoint, HostKeyMismatch, SSHError, command_string,
                        fingerprint, parse_public_key)
 from .events import Emitter, NullEmitter
@@ -652,8 +652,9 @@ def _capped(paths: Iterable[str]) -> list[str]:
 
 
 def build_consistency(first: PassResult, delta: PassResult, vanished: list[str], unreadable: list[str],
-                      point_in_time: float, quiesced_by: str | None) -> dict:
-    delta_files = {_abs(m) for m in delta.members if not m.endswith("/")}
+                      point_in_time: float, quiesced_by: str | None, *, unchanged: Iterable[str] = ()) -> dict:
+    """``unchanged``: delta members the first pass had already copied exactly as they are."""
+    delta_files = {_abs(m) for m in delta.members if not m.endswith("/")} - set(unchanged)
     changed = set(first.diagnostics.changed) | delta_files
     vanished_all = set(vanished) | set(first.diagnostics.vanished) | set(delta.diagnostics.vanished)
     changed -= vanished_all
@@ -1151,13 +1152,16 @@ class _CloneRun:
         delta = run_tar_pass(self.source, remote_tar_command(o, facts, newer_than=newer, xattrs=xattrs, acls=acls),
                              delta_dir, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
                              total_files=None, cancel=self.cancel, transport=transport)
+        # what the window took although the first pass already had it as it is (a clock in whole
+        # seconds widens the window) did not change during the copy
+        unchanged = identical_entries(delta_dir, self.staging)
         merge_tree(delta_dir, self.staging)
         delta_dir.rmdir()
         gone = sorted(list_staging(self.staging) - list_source(session, o, facts))
         remove_vanished(self.staging, gone)
         unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
         consistency = build_consistency(first, delta, [_abs(os.fsdecode(g)) for g in gone], unreadable,
-                                        point_in_time, o.pre_command)
+                                        point_in_time, o.pre_command, unchanged=unchanged)
         em.log(consistency["summary"], "info")
         em.data("consistency", consistency)
         return _Copy(first, delta, consistency, point_in_time, src_t0)

@@ -406,7 +406,6 @@ def _copy_sparse_fd(src: int, dst: int) -> None:
         pos = hole_at
 
 
-__all__ = ["MAX_SYMLINKS", "ConfinementError", "Root"]
 
 
 def _remove_entry(dir_fd: int, name: str) -> None:
@@ -466,3 +465,75 @@ def _merge_fd(src_fd: int, dst_fd: int) -> int:
         os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         moved += 1
     return moved
+
+
+def identical_entries(src: str | os.PathLike, dst: str | os.PathLike) -> set[str]:
+    """The non-directory entries under ``src`` (as '/a/b') whose entry at the same path under
+    ``dst`` is the same: same kind, mode, owner and mtime, and the same bytes (a file), target
+    (a symlink) or device number. Both trees are walked with O_NOFOLLOW directory fds, so a link
+    in ``dst`` is compared as a link, never followed.
+
+    Why: a copy's second pass takes everything newer than a moment on the source's clock, and a
+    clock that reads whole seconds (busybox ``date``) lets it take files that were already
+    complete before the copy began. Those are not changes *during* the copy."""
+    src_fd, dst_fd = os.open(src, _DIR_FLAGS), os.open(dst, _DIR_FLAGS)
+    try:
+        same: set[str] = set()
+        _identical_fd(src_fd, dst_fd, "", same)
+        return same
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+
+
+def _identical_fd(src_fd: int, dst_fd: int, prefix: str, same: set[str]) -> None:
+    for name in os.listdir(src_fd):
+        st = os.lstat(name, dir_fd=src_fd)
+        try:
+            there = os.lstat(name, dir_fd=dst_fd)
+        except FileNotFoundError:
+            continue
+        path = f"{prefix}/{os.fsdecode(name)}"
+        if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(there.st_mode):
+                sfd = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
+                try:
+                    dfd = os.open(name, _DIR_FLAGS, dir_fd=dst_fd)
+                    try:
+                        _identical_fd(sfd, dfd, path, same)
+                    finally:
+                        os.close(dfd)
+                finally:
+                    os.close(sfd)
+            continue
+        if (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns) != \
+                (there.st_mode, there.st_uid, there.st_gid, there.st_mtime_ns):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size == there.st_size and _same_bytes(src_fd, dst_fd, name):
+                same.add(path)
+        elif stat.S_ISLNK(st.st_mode):
+            if os.readlink(name, dir_fd=src_fd) == os.readlink(name, dir_fd=dst_fd):
+                same.add(path)
+        elif st.st_rdev == there.st_rdev:
+            same.add(path)
+
+
+def _same_bytes(src_fd: int, dst_fd: int, name: str) -> bool:
+    a = os.open(name, _READ_FLAGS, dir_fd=src_fd)
+    try:
+        b = os.open(name, _READ_FLAGS, dir_fd=dst_fd)
+        try:
+            while True:
+                x, y = os.read(a, COPY_CHUNK), os.read(b, COPY_CHUNK)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+        finally:
+            os.close(b)
+    finally:
+        os.close(a)
+
+
+__all__ = ["MAX_SYMLINKS", "ConfinementError", "Root", "identical_entries", "merge_tree"]
