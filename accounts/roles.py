@@ -31,11 +31,13 @@ def _groups(user) -> set[str]:
 
 
 def can_operate(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False)) and (user.is_superuser or OPS in _groups(user))
+    # Membership only: a superuser is not ops by being one. Whoever manages accounts could
+    # otherwise make the second account and approve their own change (four eyes).
+    return bool(getattr(user, "is_authenticated", False)) and OPS in _groups(user)
 
 
 def can_read(user) -> bool:
-    return can_operate(user) or MANAGERS in _groups(user)
+    return can_operate(user) or MANAGERS in _groups(user) or can_administer(user)
 
 
 def is_manager(user) -> bool:
@@ -43,7 +45,8 @@ def is_manager(user) -> bool:
 
 
 def can_administer(user) -> bool:
-    """Users, groups and inventory: admins only (and superusers, who are not ops in the demo)."""
+    """Users, groups and inventory: admins (and superusers). They read incidents and runs, and
+    run or approve nothing unless they are also in ops — an audited membership change."""
     return bool(getattr(user, "is_authenticated", False)) and (user.is_superuser or ADMINS in _groups(user))
 
 
