@@ -51,8 +51,9 @@ class CloneStep(StepKind):
     targets = frozenset({"production"})
     provides_stand_in = True
     params = {
-        "pre_command": Str(help="Run on production before copying (flush/checkpoint)."),
-        "post_command": Str(help="Run on production after copying."),
+        "pre_command": Str(help="Run on production before copying (flush/checkpoint); "
+                                "not in a dress rehearsal, which only reads production."),
+        "post_command": Str(help="Run on production after copying; not in a dress rehearsal."),
         "exclude": List(of=AbsPath(), default=list, help="Paths left out besides /proc /sys /dev /run /tmp."),
         "disable_services": List(of=Str(), default=list, help="Services that must not run in the clone."),
         "hostname": Str(help="Clone's hostname (default: <production>-clone-<rehearsal>)."),
@@ -94,9 +95,18 @@ class CloneStep(StepKind):
             stand_in = Clone.objects.create(
                 rehearsal=rehearsal, hypervisor=hv, role=Clone.Role.STAND_IN, status=Clone.Status.BUILDING,
                 domain_name=domain_name(rehearsal, f"{host.name}-standin"), key_path=str(key_path))
+        hooks = {"pre_command": p.get("pre_command"), "post_command": p.get("post_command")}
+        if rehearsal.is_dress_rehearsal:
+            # The hooks are commands on the real production host (flush, checkpoint, pause...):
+            # a dress rehearsal only reads production, so it copies without them.
+            for name, command in hooks.items():
+                if command:
+                    ctx.emitter.log(f"{name} {command!r} is not run: a dress rehearsal does not change the real "
+                                    f"production host, so this copy is crash-consistent, not quiesced", "info")
+            hooks = {"pre_command": None, "post_command": None}
         options = CloneOptions(
             name=workbench.domain_name, hostname=hostname, rehearsal_id=str(rehearsal.pk),
-            pre_command=p.get("pre_command"), post_command=p.get("post_command"), exclude=p["exclude"],
+            pre_command=hooks["pre_command"], post_command=hooks["post_command"], exclude=p["exclude"],
             disable_services=p["disable_services"], memory_mib=p["memory_mib"], vcpus=p["vcpus"],
             headroom_percent=p["headroom_percent"], boot_timeout=p["boot_timeout"],
             domain_type=hv.domain_type or None, worker_public_key=pub, worker_key_path=str(key_path),
