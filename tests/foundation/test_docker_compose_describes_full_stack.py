@@ -16,3 +16,16 @@ def test_compose_has_the_full_stack():
     assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://")
     assert "manage.py serve" in " ".join(services["web"]["command"])
     assert (ROOT / services["web"]["build"] / "Dockerfile").exists()
+
+
+# WeasyPrint renders the report's PDF with Pango and HarfBuzz, in DejaVu: without them the web
+# container serves every page but fails on each PDF.
+PDF_PACKAGES = ("fonts-dejavu-core", "libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz-subset0")
+
+
+def test_the_image_installs_what_the_pdf_needs_as_setup_does():
+    dockerfile = (ROOT / "Dockerfile").read_text().split()
+    setup = (ROOT / "scripts" / "setup.sh").read_text().split()
+    for package in PDF_PACKAGES:
+        assert package in setup, package
+        assert package in dockerfile, f"{package} missing from the Dockerfile's apt-get install"
