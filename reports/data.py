@@ -67,6 +67,7 @@ def _attempt(run: StepRun) -> dict:
         "note": result.get("note", "") if run.status == StepRun.Status.SKIPPED or kind.interactive else "",
         "confirmed_by": result.get("confirmed_by", "") if kind.interactive else "",
         "carried_from_rehearsal": run.carried_from.rehearsal_id if run.carried_from_id else None,
+        "carried_finished_at": iso(run.carried_from.finished_at) if run.carried_from_id else None,
         "log_lines": run.last_seq, "log_excerpt": log_excerpt(run) if run.last_seq else [],
     }
 
@@ -124,10 +125,13 @@ def _timeline(rehearsal: Rehearsal) -> list[dict]:
 def _milestones(rehearsal: Rehearsal, steps: list[dict]) -> list[dict]:
     out = [{"name": "detected", "label": "incident opened", "at": iso(rehearsal.incident.opened_at)}]
     for s in steps:
-        done = [a for a in s["attempts"] if a["status"] == StepRun.Status.SUCCEEDED]
+        done = [a for a in s["attempts"] if a["status"] in (StepRun.Status.SUCCEEDED, StepRun.Status.CARRIED)]
         if s["milestone"] and done:
-            out.append({"name": s["milestone"], "label": s["milestone_label"], "at": done[-1]["finished_at"],
-                        "step": s["position"]})
+            last = done[-1]
+            # a step carried over reached its milestone in the dress rehearsal, on the same workbench
+            out.append({"name": s["milestone"], "label": s["milestone_label"],
+                        "at": last["carried_finished_at"] or last["finished_at"], "step": s["position"],
+                        "in_rehearsal": last["carried_from_rehearsal"]})
     return out
 
 

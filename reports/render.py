@@ -57,7 +57,8 @@ def view_model(snapshot: dict[str, Any], zone_name: str | None = None) -> dict[s
     vm = copy.deepcopy(snapshot)
     vm["zone"] = "UTC" if zone is UTC else str(zone)
     for m in vm["milestones"]:
-        m["shown"] = when(m["at"], zone)
+        m["shown"] = when(m["at"], zone) + (f" (in dress rehearsal #{m['in_rehearsal']})"
+                                            if m.get("in_rehearsal") else "")
     for e in vm["timeline"]:
         e["shown"] = when(e["at"], zone)
     for s in vm["steps"]:

@@ -66,7 +66,12 @@ def test_the_reports_tell_the_runs_story_in_html_pdf_and_markdown(seed_runs, tmp
     degraded = snapshot["key_numbers"]["degraded"]
     assert degraded["to"] is not None and degraded["seconds"] > 0
     assert {m["name"] for m in snapshot["milestones"]} >= {"detected", "service_disabled", "synced_back",
-                                                           "caught_up", "service_restored"}
+                                                           "caught_up", "service_restored", "repair_verified"}
+    # the repair was verified on the workbench in the dress rehearsal: its milestone comes along, dated there
+    verified = next(m for m in snapshot["milestones"] if m["name"] == "repair_verified")
+    checked = StepRun.objects.get(rehearsal=dress, step__position=verified["step"], status=StepRun.Status.SUCCEEDED)
+    assert verified["in_rehearsal"] == dress.pk and verified["at"] == data.iso(checked.finished_at)
+    assert f"(in dress rehearsal #{dress.pk})" in render.html_body(snapshot)
     sync = next(s for s in snapshot["steps"] if s["attempts"] and s["attempts"][-1]["approvals"])
     assert snapshot["estimate"]["people_seconds"] >= sync["attempts"][-1]["approvals"][0]["wait_seconds"]
     assert [t["title"] for t in sync["evidence"]] == ["Files sent back"]
