@@ -111,11 +111,12 @@ def measure(rehearsal: Rehearsal) -> list[StepMeasure]:
 
 
 def volumes_of(measures: list[StepMeasure]) -> dict[str, float]:
-    """The production host's measured volumes, shared by every step's projection."""
+    """The measured volumes shared by every step's projection: the production host's
+    ("volume.*") and the workbench's the rehearsal ran on ("workbench.*")."""
     volumes: dict[str, float] = {}
     for m in measures:
         for key, f in m.facts.items():
-            if key.startswith("volume.") and f.get("value"):
+            if key.startswith(("volume.", "workbench.")) and f.get("value"):
                 volumes[key] = max(volumes.get(key, 0), f["value"])
     return volumes
 

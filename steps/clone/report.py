@@ -32,6 +32,8 @@ class CloneReport(StepReport):
             "overhead_seconds": fact("fixed overhead (connect, fix-ups, define, boot)",
                                      max(0.0, total_s - copy_s - image_s), "s"),
         }
+        if copied:
+            out["workbench.production_bytes"] = fact("bytes on the workbench (copied)", copied, "bytes")
         if estimate.get("bytes"):
             out["volume.production_bytes"] = fact("production host size (the clone's estimate)",
                                                   estimate["bytes"], "bytes")

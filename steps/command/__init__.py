@@ -12,6 +12,10 @@ from runbooks.kinds import StepFailed, StepKind, registry
 from runbooks.params import Int, Str
 from workers.engines.ssh import Cancelled, CommandFailed, CommandTimeout, SSHError
 
+# The volumes a runbook may declare a command's duration grows with: each is measured on
+# production ("volume.<name>") and on the workbench the rehearsal ran on ("workbench.<name>").
+SCALES_WITH = ("production_bytes", "data_bytes")
+
 
 @registry.register
 class CommandStep(StepKind):
@@ -21,6 +25,9 @@ class CommandStep(StepKind):
         "command": Str(required=True, help="Shell command, run by the target's login shell."),
         "timeout": Int(default=600, min=1, max=7 * 24 * 3600, help="Seconds before the command is abandoned."),
         "expect_exit": Int(default=0, min=0, max=255, help="Exit code that means success."),
+        "scales_with": Str(choices=SCALES_WITH, help="What the command's duration grows with, for the "
+                                                     "report's estimate: production_bytes (the whole host) or "
+                                                     "data_bytes (the datafiles). Unset: its measured duration."),
     }
 
     def summary(self, params):
@@ -42,4 +49,7 @@ class CommandStep(StepKind):
             raise StepFailed(str(exc), {"command": p["command"], "timed_out": True}) from exc
         except SSHError as exc:
             raise StepFailed(str(exc)) from exc
-        return result.as_dict()
+        out = result.as_dict()
+        if p.get("scales_with"):
+            out["scales_with"] = p["scales_with"]
+        return out

@@ -22,6 +22,7 @@ class DiffReport(StepReport):
             "repair_bytes": fact("bytes of those files", result.get("repair_bytes"), "bytes"),
             "repair_percent": fact("share of the data", result.get("repair_percent"), "%"),
             "volume.data_bytes": fact("production datafile bytes", totals.get("bytes_production"), "bytes"),
+            "workbench.data_bytes": fact("workbench datafile bytes", totals.get("bytes_clone"), "bytes"),
         }
 
     def project(self, facts, seconds, volumes, *, rate_factor=1.0):
