@@ -85,14 +85,16 @@ def rollback_job(run: StepRun, actor, data: dict) -> dict:
     if report is not None and hasattr(report, "restored"):
         out.update({"restored": report.restored, "unchanged": report.unchanged, "failed": report.failed,
                     "seconds": round(report.seconds, 3), "files": [f.__dict__ for f in report.files]})
-    current = StepRun.objects.get(pk=run.pk).result or {}
-    state = dict(current.get("rollback_state") or {}, state="failed" if refused else "done")
-    StepRun.objects.filter(pk=run.pk).update(result={**current, "rollback": out, "rollback_state": state})
-    if refused:
-        record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback incomplete: {refused}",
-               rehearsal=run.rehearsal, step_run=run)
-    else:
-        record(run.rehearsal.incident, actor, "sync.rolled_back",
-               f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already "
-               f"original", rehearsal=run.rehearsal, step_run=run)
+    # the outcome and its timeline entry commit together: nobody reads one without the other
+    with transaction.atomic():
+        current = StepRun.objects.select_for_update().get(pk=run.pk).result or {}
+        state = dict(current.get("rollback_state") or {}, state="failed" if refused else "done")
+        StepRun.objects.filter(pk=run.pk).update(result={**current, "rollback": out, "rollback_state": state})
+        if refused:
+            record(run.rehearsal.incident, actor, "sync.rollback_failed", f"Rollback incomplete: {refused}",
+                   rehearsal=run.rehearsal, step_run=run)
+        else:
+            record(run.rehearsal.incident, actor, "sync.rolled_back",
+                   f"Rollback restored {report.restored} file(s) from the backup, {report.unchanged} already "
+                   f"original", rehearsal=run.rehearsal, step_run=run)
     return out
