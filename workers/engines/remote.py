@@ -54,6 +54,10 @@ STDERR_TAIL = 20
 # Longest output line kept whole; longer ones go on in pieces marked with LINE_CONTINUES.
 MAX_LINE = 64 << 10
 LINE_CONTINUES = " [line continues]".encode()
+# Longest record our own agents' protocols allow on one line (their replies and states are a few
+# hundred bytes; the longest is a manifest entry listing a big file's chunk digests). A host that
+# sends more is not speaking the protocol: the read stops instead of growing a buffer.
+MAX_RECORD = 64 << 20
 # A remote command first reports its process group on stderr (sshd makes the session's shell a
 # session and group leader), so a cancel can stop the whole group on the host, not only drop our
 # end of the connection: a command that never reads its stdin would otherwise run on.
@@ -135,17 +139,23 @@ def connect(endpoint: Endpoint, *, timeout: float = 10.0) -> paramiko.SSHClient:
 
 
 # ---------------------------------------------------------------------------- lines
+class LineTooLong(SSHError):
+    """A host sent a record longer than our agents' protocol allows (see ``MAX_RECORD``)."""
+
+
 class LineSplitter:
     """Bytes in, complete lines (without the newline) out to ``on_line``; a final partial line on ``flush``.
 
     A line longer than ``max_line`` bytes (a command printing no newline) is handed on in pieces of
     ``max_line`` bytes, each but the last ending with ``LINE_CONTINUES``, so the buffer stays bounded
-    whatever the command prints. ``max_line=None``: unbounded, for our own agents' records.
+    whatever the command prints. ``split=False`` (our own agents' records): such a line raises
+    ``LineTooLong`` instead.
     """
 
-    def __init__(self, on_line: Callable[[bytes], None], max_line: int | None = MAX_LINE) -> None:
+    def __init__(self, on_line: Callable[[bytes], None], max_line: int = MAX_LINE, *, split: bool = True) -> None:
         self.on_line = on_line
         self.max_line = max_line
+        self.split = split     # False: a longer line is a protocol error (LineTooLong), not pieces
         self.buf = b""
 
     def feed(self, data: bytes) -> None:
@@ -154,12 +164,19 @@ class LineSplitter:
             *lines, self.buf = self.buf.split(b"\n")
             for raw in lines:
                 self._emit(raw)
-        while self.max_line is not None and len(self.buf) > self.max_line:
+        while len(self.buf) > self.max_line:
+            self._too_long()
             piece, self.buf = self.buf[:self.max_line], self.buf[self.max_line:]
             self.on_line(piece + LINE_CONTINUES)
 
+    def _too_long(self) -> None:
+        if not self.split:
+            self.buf = b""
+            raise LineTooLong(f"the remote process sent a line longer than {self.max_line:,} bytes")
+
     def _emit(self, raw: bytes) -> None:
-        while self.max_line is not None and len(raw) > self.max_line:
+        while len(raw) > self.max_line:
+            self._too_long()
             self.on_line(raw[:self.max_line] + LINE_CONTINUES)
             raw = raw[self.max_line:]
         self.on_line(raw)
@@ -286,13 +303,17 @@ class RemoteProcess(abc.ABC):
                 return
             on_data(data)
 
-    def lines(self) -> Iterator[bytes]:
-        """stdout line by line (bytes, without the newline); a final partial line is dropped."""
+    def lines(self, max_line: int = MAX_RECORD) -> Iterator[bytes]:
+        """stdout line by line (bytes, without the newline); a final partial line is dropped. A line
+        longer than ``max_line`` raises ``LineTooLong``: this reads our agents' records, and a host
+        that sends more is not speaking their protocol."""
         buf = b""
         while True:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 yield line
+            if len(buf) > max_line:
+                raise LineTooLong(f"{self.endpoint or 'the process'}: sent a line longer than {max_line:,} bytes")
             data = self.read(65536)
             if not data:
                 return

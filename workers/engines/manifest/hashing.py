@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from ..agent import NO_PYTHON_EXIT, agent_argv, agent_command, agent_payload, hashagent
 from ..endpoint import Cancelled, CommandTimeout, Endpoint, command_string
 from ..events import Emitter, NullEmitter
-from ..remote import CancelWatch, LineSplitter, RemoteProcess
+from ..remote import MAX_RECORD, CancelWatch, LineSplitter, RemoteProcess
 from ..ssh import Session
 from .model import DEFAULT_CHUNK, Entry, Local, Manifest, ManifestError
 from .shell import SHELL_AGENT, SHELL_TOOL_BINARIES, SHELL_TOOLS, parse_shell_output
@@ -40,8 +40,9 @@ class _AgentOutput:
         self.host = host
         self.manifest: Manifest | None = None
         self.records = 0  # lines seen before the trailer (header included)
-        # one record carries every chunk digest of a file: a big file's line is long, and unbounded
-        self.lines = LineSplitter(self._line, max_line=None)
+        # One record carries every chunk digest of a file: a big file's line is long (~35 bytes per
+        # MiB hashed), but bounded: a host that sends more is not running our agent.
+        self.lines = LineSplitter(self._line, max_line=MAX_RECORD, split=False)
         self.feed = self.lines.feed
 
     def _line(self, line: bytes) -> None:
