@@ -16,7 +16,7 @@ def _t(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _tick(seconds: float) -> str:
+def tick(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -36,7 +36,7 @@ def gantt_svg(snapshot: dict[str, Any]) -> str:
             else s["estimated_seconds"]
         ran = [a for a in s["attempts"] if a["started_at"] and a["finished_at"] and origin]
         begin = (_t(ran[0]["started_at"]) - origin).total_seconds() if ran else cursor
-        bars.append((row, "estimate", begin, float(estimate or 0), "#90a4ae", f"estimate {_tick(estimate or 0)}"))
+        bars.append((row, "estimate", begin, float(estimate or 0), "#90a4ae", f"estimate {tick(estimate or 0)}"))
         for a in ran:
             offset = (_t(a["started_at"]) - origin).total_seconds()
             bars.append((row, "actual", offset, a["seconds"] or 0.0, STATUS_COLOURS.get(a["status"], "#1565c0"),
@@ -55,7 +55,7 @@ def gantt_svg(snapshot: dict[str, Any]) -> str:
     for i in range(6):
         x = LABEL + (WIDTH - LABEL - 20) * i / 5
         out.append(f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{height - 20}" stroke="#e0e0e0"/>'
-                   f'<text x="{x:.1f}" y="10" font-size="9" text-anchor="middle">{_tick(span * i / 5)}</text>')
+                   f'<text x="{x:.1f}" y="10" font-size="9" text-anchor="middle">{tick(span * i / 5)}</text>')
     for row, s in enumerate(steps):
         y = 20 + row * ROW
         out.append(f'<text x="4" y="{y + 12}" font-size="10">{s["position"]}. {escape(s["title"][:42])}</text>')

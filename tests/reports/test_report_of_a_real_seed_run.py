@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from reports import data, render
+from reports.history import runbook_history
 from rehearsals.models import StepRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,6 +97,20 @@ def test_the_reports_tell_the_runs_story_in_html_pdf_and_markdown(seed_runs, tmp
     # two runs of this runbook version: a range; the sensitivity line is slower, never faster
     assert snapshot["range"]["runs"] == 2 and snapshot["range"]["min"] <= snapshot["range"]["max"]
     assert snapshot["estimate_half_rate"]["total_seconds"] >= snapshot["estimate"]["total_seconds"]
+
+    # the runbook's runs over time: each run's actual total and estimate drawn to scale, and the trend
+    history = runbook_history(production.runbook)
+    assert [row["rehearsal"] for row in history["rows"]] == [dress, production]
+    chart = ET.fromstring(history["chart"])
+    scale = float(chart.get("data-px-per-second"))
+    drawn = [(c.get("class"), float(c.get("data-seconds")), float(c.get("cy")))
+             for c in chart.iter("{http://www.w3.org/2000/svg}circle")]
+    assert sorted(seconds for _, seconds, _ in drawn) == pytest.approx(sorted(
+        [row["total"] for row in history["rows"]] + [row["estimate"] for row in history["rows"]]))
+    bottom = max(cy + seconds * scale for _, seconds, cy in drawn)
+    assert all(cy + seconds * scale == pytest.approx(bottom, abs=0.2) for _, seconds, cy in drawn)  # to scale
+    change = 100 * (history["rows"][1]["estimate"] - history["rows"][0]["estimate"]) / history["rows"][0]["estimate"]
+    assert history["rows"][1]["trend"] == f"{change:+.0f} %".replace("-", "−") and history["rows"][0]["trend"] == ""
 
     # Markdown carries the same facts
     md = render.markdown(snapshot)
