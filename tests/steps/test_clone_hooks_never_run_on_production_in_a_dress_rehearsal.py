@@ -1,10 +1,11 @@
 """The clone's pre_command and post_command are commands on the real production host: a dress
 rehearsal only reads production, so it copies without them (and says so); a production run
-runs them. The copy here leaves out most of the tree and has no /boot, so the step ends at the
-fix-up — after both hooks had their turn."""
+runs them. A dress rehearsal's clone also makes a stand-in; a production run's does not. The
+copy here leaves out most of the tree and has no /boot, so the step ends at the fix-up — after
+both hooks had their turn."""
 import pytest
 
-from rehearsals.models import StepEvent, StepRun
+from rehearsals.models import Clone, StepEvent, StepRun
 from tests.support.runs import run_step_to_end
 
 PRE, POST = "/var/tmp/understudy-pre-hook-ran", "/var/tmp/understudy-post-hook-ran"
@@ -35,5 +36,7 @@ def test_clone_hooks_run_on_production_only_in_a_production_run(mode, make_rehea
         log = _log(run)
         assert "pre_command 'echo pre > /var/tmp/understudy-pre-hook-ran' is not run" in log
         assert "post_command" in log and "crash-consistent" in log
+        assert sorted(Clone.objects.filter(rehearsal=r).values_list("role", flat=True)) == ["stand_in", "workbench"]
     else:
         assert ran == {PRE: True, POST: True}
+        assert list(Clone.objects.filter(rehearsal=r).values_list("role", flat=True)) == ["workbench"]
