@@ -62,6 +62,8 @@ def _note(data: dict) -> str:
     note = data.get("note") or ""
     if not isinstance(note, str):
         raise InvalidInput("note must be text")
+    if "\x00" in note:
+        raise InvalidInput("note must not contain NUL characters")
     return note.strip()[:10000]
 
 

@@ -101,7 +101,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
-    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files: the docs page loads nothing from elsewhere
+    "drf_spectacular_sidecar",  # Swagger UI as static files: the docs page loads nothing from elsewhere
     # Domain apps, bottom to top: each imports only the ones above it in this list
     # (tests/architecture/test_layering.py enforces it).
     "accounts",
@@ -206,7 +206,6 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     # no badge fetched from the public validator: the docs page talks to this server only
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True, "persistAuthorization": False},
     "ENUM_NAME_OVERRIDES": {

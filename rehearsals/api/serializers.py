@@ -10,6 +10,7 @@ from runbooks.kinds import registry
 from runbooks.models import Runbook, StepSpec
 
 from ..models import Approval, Finding, Rehearsal, StepRun, TimelineEntry
+from . import fields
 
 # The database's integer columns: a larger number is a clear 400, not an overflow in the driver.
 MAX_POSITIVE_INT = 2**31 - 1
@@ -19,7 +20,7 @@ def _username():
     return serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
 
-class ProductionHostSerializer(serializers.ModelSerializer):
+class ProductionHostSerializer(fields.ModelSerializer):
     host_key_fingerprint = serializers.CharField(read_only=True,
                                                  help_text="SHA256 fingerprint of the pinned host key.")
 
@@ -28,7 +29,7 @@ class ProductionHostSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "address", "port", "user", "host_key", "host_key_fingerprint", "notes"]
 
 
-class HypervisorSerializer(serializers.ModelSerializer):
+class HypervisorSerializer(fields.ModelSerializer):
     is_test_driver = serializers.BooleanField(read_only=True, help_text="libvirt's test driver: no VM boots there.")
     last_scan = serializers.JSONField(read_only=True, help_text="Clone domains libvirt reported at the last scan.")
 
@@ -39,10 +40,10 @@ class HypervisorSerializer(serializers.ModelSerializer):
 
 
 class LeftoverSerializer(serializers.Serializer):
-    domain = serializers.CharField(max_length=200, help_text="A leftover clone domain the last scan listed.")
+    domain = fields.Text(max_length=200, help_text="A leftover clone domain the last scan listed.")
 
 
-class StepSpecSerializer(serializers.ModelSerializer):
+class StepSpecSerializer(fields.ModelSerializer):
     kind_label = serializers.SerializerMethodField()
     summary = serializers.SerializerMethodField()
 
@@ -58,7 +59,7 @@ class StepSpecSerializer(serializers.ModelSerializer):
         return registry.get(spec.kind).summary(spec.params)
 
 
-class RunbookSerializer(serializers.ModelSerializer):
+class RunbookSerializer(fields.ModelSerializer):
     is_locked = serializers.SerializerMethodField(help_text="A version that has run is immutable.")
     created_by = _username()
 
@@ -70,7 +71,7 @@ class RunbookSerializer(serializers.ModelSerializer):
         return runbook.locked_at is not None
 
 
-class RunbookVersionSerializer(serializers.ModelSerializer):
+class RunbookVersionSerializer(fields.ModelSerializer):
     class Meta:
         model = Runbook
         fields = ["id", "version", "created_at", "locked_at"]
@@ -96,9 +97,9 @@ class RunbookDocumentSerializer(serializers.Serializer):
     steps = serializers.ListField(child=serializers.DictField())
 
 
-class IncidentSerializer(serializers.ModelSerializer):
+class IncidentSerializer(fields.ModelSerializer):
     opened_by = _username()
-    restoration_target_minutes = serializers.IntegerField(
+    restoration_target_minutes = fields.Integer(
         required=False, allow_null=True, min_value=1, max_value=MAX_POSITIVE_INT,
         help_text="The window allowed for the real repair, in minutes.")
 
@@ -110,10 +111,10 @@ class IncidentSerializer(serializers.ModelSerializer):
 
 
 class NoteSerializer(serializers.Serializer):
-    note = serializers.CharField(max_length=2000, help_text="Why (it goes on the timeline and into the report).")
+    note = fields.Text(max_length=2000, help_text="Why (it goes on the timeline and into the report).")
 
 
-class RehearsalSerializer(serializers.ModelSerializer):
+class RehearsalSerializer(fields.ModelSerializer):
     created_by = _username()
     production_runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True,
                                                          help_text="Production runs continuing from this one.")
@@ -130,26 +131,26 @@ class NewRehearsalSerializer(serializers.Serializer):
     """A dress rehearsal, or a production run (needs the permission rehearsals.run_production and either
     ``continues_from`` — a succeeded dress rehearsal of the same runbook version and host — or an
     ``override_reason``)."""
-    incident = serializers.PrimaryKeyRelatedField(queryset=Incident.objects.all())
-    runbook = serializers.PrimaryKeyRelatedField(queryset=Runbook.objects.all())
-    hypervisor = serializers.PrimaryKeyRelatedField(
+    incident = fields.PrimaryKey(queryset=Incident.objects.all())
+    runbook = fields.PrimaryKey(queryset=Runbook.objects.all())
+    hypervisor = fields.PrimaryKey(
         queryset=Hypervisor.objects.all(), required=False, allow_null=True,
         help_text="Where the clones run; a production run continuing from a dress rehearsal uses its hypervisor.")
     mode = serializers.ChoiceField(choices=Rehearsal.Mode.choices, default=Rehearsal.Mode.REHEARSAL)
-    keep_clone = serializers.BooleanField(default=False)
-    continues_from = serializers.PrimaryKeyRelatedField(queryset=Rehearsal.objects.all(), required=False,
+    keep_clone = fields.Boolean(default=False)
+    continues_from = fields.PrimaryKey(queryset=Rehearsal.objects.all(), required=False,
                                                         allow_null=True)
-    override_reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    override_reason = fields.Text(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class ActionInputSerializer(serializers.Serializer):
     """The inputs of an operator action; which ones it takes depends on the action (see the operation's text).
     A step kind's own actions take more (e.g. a list of finding ids), passed on as they are."""
-    step_run = serializers.IntegerField(required=False, min_value=1,
+    step_run = fields.Integer(required=False, min_value=1,
                                         help_text="approve, reject, confirm, retry and a step kind's actions: "
                                                   "the step run (its latest attempt).")
-    step = serializers.IntegerField(required=False, min_value=1, help_text="skip: the runbook step to skip.")
-    note = serializers.CharField(required=False, allow_blank=True, max_length=10000,
+    step = fields.Integer(required=False, min_value=1, help_text="skip: the runbook step to skip.")
+    note = fields.Text(required=False, allow_blank=True, max_length=10000,
                                  help_text="approve/reject (optional), confirm, skip, cancel, rollback: why.")
 
 
@@ -162,7 +163,7 @@ class ActionResultSerializer(serializers.Serializer):
     state = serializers.DictField(help_text="The rehearsal as its page shows it (GET …/state/).")
 
 
-class ApprovalSerializer(serializers.ModelSerializer):
+class ApprovalSerializer(fields.ModelSerializer):
     rehearsal = serializers.IntegerField(source="step_run.rehearsal_id", read_only=True)
     requested_by = _username()
     approver = _username()
@@ -173,7 +174,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
                   "decided_at", "note", "plan"]
 
 
-class StepRunSerializer(serializers.ModelSerializer):
+class StepRunSerializer(fields.ModelSerializer):
     step_position = serializers.IntegerField(source="step.position", read_only=True)
     step_title = serializers.CharField(source="step.title", read_only=True)
     kind = serializers.CharField(source="step.kind", read_only=True)
@@ -188,7 +189,7 @@ class StepRunSerializer(serializers.ModelSerializer):
                   "progress", "last_seq", "carried_from", "approvals"]
 
 
-class FindingSerializer(serializers.ModelSerializer):
+class FindingSerializer(fields.ModelSerializer):
     chunks_differ = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -197,7 +198,7 @@ class FindingSerializer(serializers.ModelSerializer):
                   "chunk_count", "chunks_differ", "drift", "selected", "drift_override", "evidence"]
 
 
-class TimelineEntrySerializer(serializers.ModelSerializer):
+class TimelineEntrySerializer(fields.ModelSerializer):
     actor = _username()
 
     class Meta:

@@ -34,14 +34,23 @@ def _id_filter(help_text: str) -> serializers.IntegerField:
     return serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text=help_text)
 
 
+def _query(view, filters: type[serializers.Serializer]) -> dict:
+    """The query string's filters, checked by ``filters``: a wrong or empty value is a 400 that says so (an
+    empty one would otherwise be read as "no filter")."""
+    params = filters(data=view.request.query_params)
+    given = view.request.query_params
+    empty = {name: ["must not be empty"] for name in params.fields if name in given and given[name] == ""}
+    if empty:
+        raise ValidationError(empty)
+    params.is_valid(raise_exception=True)
+    return {k: v for k, v in params.validated_data.items() if v is not None}
+
+
 def _filtered(view, queryset, filters: type[serializers.Serializer], **lookups):
-    """``queryset`` narrowed by the query string, checked by ``filters`` (a wrong value is a 400);
-    ``lookups`` maps a filter to its field path when they differ."""
+    """``queryset`` narrowed by the query string (``lookups`` maps a filter to its field path when they differ)."""
     if view.action != "list":
         return queryset
-    params = filters(data=view.request.query_params)
-    params.is_valid(raise_exception=True)
-    return queryset.filter(**{lookups.get(k, k): v for k, v in params.validated_data.items()})
+    return queryset.filter(**{lookups.get(k, k): v for k, v in _query(view, filters).items()})
 
 
 def _body(request) -> dict:
@@ -211,7 +220,12 @@ class RehearsalViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"], url_path=r"actions/(?P<name>[^/]+)", url_name="action")
     def act(self, request, pk=None, name=None):
         rehearsal = self.get_object()
-        message = actions.perform(rehearsal.pk, name, request.user, _body(request))
+        body = _body(request)
+        inputs = s.ActionInputSerializer(data=body)
+        if not inputs.is_valid():   # the generic inputs' types; one message, as every refusal of an action
+            raise ParseError("; ".join(f"{name}: {' '.join(map(str, errors))}"
+                                       for name, errors in inputs.errors.items()))
+        message = actions.perform(rehearsal.pk, name, request.user, body)
         rehearsal.refresh_from_db()
         return Response({"message": message, "state": rehearsal_state(rehearsal, request.user)})
 
@@ -247,13 +261,7 @@ class FindingViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.FindingSerializer
 
     def get_queryset(self):
-        queryset = Finding.objects.all()
-        if self.action == "list":
-            params = FindingFilters(data=self.request.query_params)
-            params.is_valid(raise_exception=True)
-            wanted = {k: v for k, v in params.validated_data.items() if v is not None}
-            queryset = queryset.filter(**wanted)
-        return queryset
+        return _filtered(self, Finding.objects.all(), FindingFilters)
 
 
 class ApprovalFilters(serializers.Serializer):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from rehearsals.api import fields
+
 from ..models import ActionItem, Report, ReportVersion
 
 
@@ -10,7 +12,7 @@ def _username():
     return serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
 
-class ActionItemSerializer(serializers.ModelSerializer):
+class ActionItemSerializer(fields.ModelSerializer):
     class Meta:
         model = ActionItem
         fields = ["id", "text", "owner", "due", "done"]
@@ -18,10 +20,10 @@ class ActionItemSerializer(serializers.ModelSerializer):
 
 
 class ActionItemDoneSerializer(serializers.Serializer):
-    done = serializers.BooleanField(help_text="true: done; false: open again.")
+    done = fields.Boolean(help_text="true: done; false: open again.")
 
 
-class VersionSerializer(serializers.ModelSerializer):
+class VersionSerializer(fields.ModelSerializer):
     published_by = _username()
     reviewed_by = _username()
 
@@ -38,7 +40,7 @@ class VersionDetailSerializer(VersionSerializer):
         fields = VersionSerializer.Meta.fields + ["snapshot", "html"]
 
 
-class NarrativeSerializer(serializers.ModelSerializer):
+class NarrativeSerializer(fields.ModelSerializer):
     """What ops write; a field left out stays as it is. Editing a published report opens the next draft."""
 
     class Meta:
@@ -47,7 +49,7 @@ class NarrativeSerializer(serializers.ModelSerializer):
         extra_kwargs = {name: {"required": False, "max_length": 20000} for name in fields}
 
 
-class ReportSerializer(serializers.ModelSerializer):
+class ReportSerializer(fields.ModelSerializer):
     rehearsal = serializers.IntegerField(source="rehearsal_id", read_only=True)
     updated_by = _username()
     action_items = ActionItemSerializer(many=True, read_only=True)

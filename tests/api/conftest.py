@@ -69,3 +69,8 @@ def ops_permissions(users):
     for label in OPS_PERMISSIONS:
         app, codename = label.split(".")
         ops.permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+
+
+# The security suites' cast (runs awaiting approval and pending, a published report, a finding…), for the API's
+# whole-schema tests.
+from tests.security.conftest import world  # noqa: E402,F401

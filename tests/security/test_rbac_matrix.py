@@ -93,7 +93,6 @@ HTTP = {
     "api:api-root": ("GET", lambda w: "/api/v1/", None, READ_API),
     "api:schema": ("GET", lambda w: "/api/v1/schema/", None, READ_API),
     "api:docs": ("GET", lambda w: "/api/v1/docs/", None, READ_HTML),
-    "api:redoc": ("GET", lambda w: "/api/v1/redoc/", None, READ_HTML),
     "api:incident-list": ("GET", lambda w: "/api/v1/incidents/", None, READ_API),
     "api:incident-list#POST": ("POST", lambda w: "/api/v1/incidents/",
                                lambda w: {"title": "matrix", "production_host": w["pending"].incident.production_host_id},
@@ -253,7 +252,7 @@ def test_http_route(world, name):
     assert _each_role(world, check) == [], name
 
 
-API_ROWS = sorted(n for n in HTTP if n.startswith("api:") and n not in {"api:docs", "api:redoc"})
+API_ROWS = sorted(n for n in HTTP if n.startswith("api:") and n != "api:docs")
 
 
 @pytest.mark.parametrize("name", API_ROWS)
