@@ -18,7 +18,7 @@ from accounts import tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 20
 
 
 def _known_ids(world) -> dict[str, list[int]]:

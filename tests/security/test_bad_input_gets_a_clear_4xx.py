@@ -75,3 +75,19 @@ def test_a_wrongly_typed_runbook_is_refused_with_every_error(db, doc, expected):
     assert any(expected in e for e in errors), errors
     with pytest.raises(InvalidRunbook):
         import_runbook(doc)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/v1/runbooks/import/", {"name": "rb\u0000", "steps": [{"kind": "manual", "title": "t",
+                                                                "params": {"instructions": "x"}}]}),
+    ("/api/v1/rehearsals/{r}/actions/cancel/", {"note": "stop\u0000"}),
+    ("/api/v1/rehearsals/{r}/actions/cancel/", {"note": "stop", "\u0000": 1}),
+])
+def test_text_with_a_nul_character_is_400(setup, path, body):
+    """PostgreSQL cannot store NUL in text: the runbook import failed with a 500 there before the API refused it."""
+    r, c = setup
+    resp = c.post(path.format(r=r.pk), data=json.dumps(body), content_type="application/json")
+    assert resp.status_code == 400, resp.content
+    assert "NUL" in resp.json()["detail"] or "Null characters" in resp.json()["detail"], resp.content
+    r.refresh_from_db()
+    assert r.status == "pending"
