@@ -37,8 +37,8 @@ def world(users, make_rehearsal, host_row, hypervisor):
     item = reports.add_action_item(report, alice, text="write the runbook's missing step", owner="alice")
     reports.submit_for_review(report, alice)
     reports.publish(report, alice)
-    return {"report": awaiting, "item": item, "finding": finding, "bob_token": bob_token, "users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice,
-                      "no_prod": carol},
+    return {"report": awaiting, "item": item, "finding": finding, "bob_token": bob_token,
+            "users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice, "no_prod": carol},
             "awaiting": awaiting, "run": run, "pending": make_rehearsal(host_row, [MANUAL], user=alice),
             "pending_production": make_rehearsal(host_row, [MANUAL], user=alice, mode="production",
                                                  override_reason="RBAC matrix: a production run to start"),
