@@ -190,8 +190,6 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "understudy.api.schema.Schema",
     "EXCEPTION_HANDLER": "understudy.api.errors.exception_handler",
-    "DEFAULT_VERSIONING_CLASS": None,
-    "UNICODE_JSON": True,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "understudy API",
@@ -208,12 +206,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # no badge fetched from the public validator: the docs page talks to this server only
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True, "persistAuthorization": False},
+    # several models have a "status": each its own enum in the schema, named after its model
     "ENUM_NAME_OVERRIDES": {
         "IncidentStatusEnum": "incidents.models.Incident.Status",
         "RehearsalStatusEnum": "rehearsals.models.Rehearsal.Status",
         "StepRunStatusEnum": "rehearsals.models.StepRun.Status",
         "ReportStatusEnum": "reports.models.Report.Status",
-        "DecisionEnum": "rehearsals.models.Approval.Decision",
     },
 }
 
