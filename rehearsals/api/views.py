@@ -1,7 +1,7 @@
 """The REST API's endpoints for incidents, the inventory, runbooks and runs: thin viewsets. Reads are querysets;
 every change calls the function the pages and the WebSocket call — ``incident_lifecycle``, ``transitions``,
 ``actions.perform`` (the one table of operator actions) — which checks the role and the state and writes the
-timeline. Their refusals become HTTP in ``understudy/api/plumbing.py`` (409 refused now, 400 a wrong input,
+timeline. Their refusals become HTTP in ``understudy/api/errors.py`` (409 refused now, 400 a wrong input,
 403 the role).
 
 Not here: a step run's events and log (``step-runs/<id>/events/``, ``…/log/…``), which have their own module.
@@ -128,7 +128,7 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             runbook = import_runbook(_body(request), request.user)
         except InvalidRunbook as exc:
-            raise ValidationError({"detail": "invalid runbook", "errors": exc.errors})
+            raise ValidationError({"runbook": exc.errors})   # every error, as `manage.py runbook import` lists them
         return Response(s.RunbookDetailSerializer(runbook).data, status=status.HTTP_201_CREATED)
 
 

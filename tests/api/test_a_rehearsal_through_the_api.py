@@ -5,6 +5,7 @@ token (the requester's is refused: four eyes), confirm it, read the report — t
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from rehearsals.models import StepEvent, TimelineEntry
 from tests.support.runs import wait_until
@@ -112,3 +113,14 @@ def test_ops_without_the_production_permission_cannot_create_or_start_a_producti
     dress = carol.post("/rehearsals/", dict(body, mode="rehearsal", override_reason=""))
     assert dress.status_code == 201, dress.text
     assert carol.post(f"/rehearsals/{dress.json()['id']}/actions/start/").status_code == 200
+
+
+def test_an_invalid_runbook_document_is_refused_with_every_error(users, ops_permissions):
+    c = Client()
+    c.force_login(users["alice"])
+    doc = {"name": "rb", "steps": [{"kind": "no-such-kind", "title": "t"}, {"kind": "manual", "title": "x" * 300}]}
+    resp = c.post("/api/v1/runbooks/import/", doc, content_type="application/json")
+    assert resp.status_code == 400
+    errors = resp.json()["runbook"]
+    assert any("no-such-kind" in e for e in errors) and any("at most 200" in e for e in errors), errors
+    assert not c.get("/api/v1/runbooks/", {"name": "rb"}).json()["results"]
