@@ -1,4 +1,4 @@
-"""One table of operator actions, shared by the HTML views, the JSON API and the
+"""One table of operator actions, shared by the HTML views, the REST API and the
 WebSocket consumer, so all three accept the same inputs and give the same errors.
 
 The generic actions are listed here; an action not listed is looked up on the
@@ -21,7 +21,12 @@ from .models import Rehearsal, StepRun
 
 
 class ActionError(Exception):
-    pass
+    """The action was refused: nothing changed. The message says why."""
+
+
+class InvalidInput(ActionError):
+    """The request itself is wrong (an unknown action, a step run of another rehearsal, a note that is not
+    text), as opposed to a refusal by the state machine; the API answers 400 instead of 409."""
 
 
 def _row_id(value) -> int | None:
@@ -41,7 +46,7 @@ def _step_run(rehearsal: Rehearsal, data: dict) -> StepRun:
     pk = _row_id(data.get("step_run"))
     run = rehearsal.step_runs.select_related("step").filter(pk=pk).first() if pk else None
     if run is None:
-        raise ActionError(f"step run {_shown(data.get('step_run'))} does not belong to rehearsal #{rehearsal.pk}")
+        raise InvalidInput(f"step run {_shown(data.get('step_run'))} does not belong to rehearsal #{rehearsal.pk}")
     return run
 
 
@@ -49,14 +54,16 @@ def _step(rehearsal: Rehearsal, data: dict) -> StepSpec:
     pk = _row_id(data.get("step"))
     step = rehearsal.runbook.steps.filter(pk=pk).first() if pk else None
     if step is None:
-        raise ActionError(f"step {_shown(data.get('step'))} is not part of {rehearsal.runbook}")
+        raise InvalidInput(f"step {_shown(data.get('step'))} is not part of {rehearsal.runbook}")
     return step
 
 
 def _note(data: dict) -> str:
     note = data.get("note") or ""
     if not isinstance(note, str):
-        raise ActionError("note must be text")
+        raise InvalidInput("note must be text")
+    if "\x00" in note:
+        raise InvalidInput("note must not contain NUL characters")
     return note.strip()[:10000]
 
 
@@ -129,18 +136,23 @@ def _kind_action(rehearsal: Rehearsal, action: str, data: dict) -> Callable[[Reh
     return lambda r, user, data: handler(run, user, data)
 
 
+def kind_actions() -> list[str]:
+    """The extra actions step kinds offer on their step runs (named by the kinds, found in the registry)."""
+    return sorted({name for kind in registry.all() for name in kind.actions})
+
+
 def perform(rehearsal_id: int, action: str, user, data: dict) -> str:
     require_operator(user)
     if not isinstance(action, str) or not isinstance(data, dict):
-        raise ActionError("an action is a name and an object of its inputs")
+        raise InvalidInput("an action is a name and an object of its inputs")
     rehearsal = Rehearsal.objects.filter(pk=rehearsal_id).first()
     if rehearsal is None:
         raise ActionError(f"rehearsal #{rehearsal_id} does not exist")
     handler = ACTIONS.get(action) or _kind_action(rehearsal, action, data)
     if handler is None:
-        extra = sorted({name for kind in registry.all() for name in kind.actions})
-        raise ActionError(f"unknown action {action[:60]!r} (known: {', '.join(ACTIONS)}; on a step run of the right "
-                          f"kind: {', '.join(extra)})")
+        extra = kind_actions()
+        raise InvalidInput(f"unknown action {action[:60]!r} (known: {', '.join(ACTIONS)}; on a step run of the right "
+                           f"kind: {', '.join(extra)})")
     try:
         return handler(rehearsal, user, data)
     except TransitionError as exc:

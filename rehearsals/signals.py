@@ -1,5 +1,5 @@
 """Changes made outside the rehearsal screens that the audit timeline must show anyway:
-accounts (users, groups, who is in which group, permissions) and inventory (a host's
+accounts (users, groups, who is in which group, permissions, API tokens made and revoked) and inventory (a host's
 address, user, key or pinned host key; a hypervisor), whoever makes them — the admin,
 a shell, a management command. And logging out ends the user's WebSockets.
 
@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model, user_logged_out
 from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
+from accounts.models import ApiToken
 from inventory.models import Hypervisor, ProductionHost
 from workers.engines.endpoint import fingerprint
 
@@ -113,6 +114,16 @@ def _permissions(sender, instance, action, reverse, model, pk_set, **kwargs) -> 
         record(None, current_actor(), "account.permissions_changed", f"{instance}: {verb} {', '.join(names)}")
 
 
+def _token_saved(sender, instance, created, update_fields=None, **kwargs) -> None:
+    """Made and revoked API tokens (their use is not audited: every API request would be a row)."""
+    actor = current_actor() or instance.user
+    if created:
+        expiry = f"until {instance.expires_at:%Y-%m-%d}" if instance.expires_at else "until revoked"
+        record(None, actor, "account.token_created", f"API token {instance} created, valid {expiry}")
+    elif update_fields is not None and "revoked_at" in update_fields and instance.revoked_at is not None:
+        record(None, actor, "account.token_revoked", f"API token {instance} revoked")
+
+
 def connect() -> None:
     user_logged_out.connect(end_sockets_on_logout, dispatch_uid="understudy-end-sockets")
     for model, what, action, fields in ((User, "user", "account.user", USER_FIELDS),
@@ -124,6 +135,7 @@ def connect() -> None:
                          sender=model, weak=False, dispatch_uid=uid)
         post_save.connect(_saved(what, action, fields), sender=model, weak=False, dispatch_uid=uid)
         post_delete.connect(_deleted(what, action), sender=model, weak=False, dispatch_uid=uid)
+    post_save.connect(_token_saved, sender=ApiToken, dispatch_uid="understudy-audit-token")
     m2m_changed.connect(_membership, sender=User.groups.through, dispatch_uid="understudy-audit-membership")
     m2m_changed.connect(_permissions, sender=User.user_permissions.through,
                         dispatch_uid="understudy-audit-user-perms")

@@ -99,6 +99,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI as static files: the docs page loads nothing from elsewhere
     # Domain apps, bottom to top: each imports only the ones above it in this list
     # (tests/architecture/test_layering.py enforces it).
     "accounts",
@@ -172,6 +175,45 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+
+# The REST API (/api/v1/, understudy/api/): a personal token (accounts.api) or the browser's session (with its
+# CSRF token); reading needs the ops or managers role, everything else ops (accounts.roles). JSON in and out.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api.TokenAuthentication",   # first: its "Bearer" challenge makes an anonymous request a 401
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.api.ReadOrOperate"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["understudy.api.parsers.BoundedJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "understudy.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "understudy.api.schema.Schema",
+    "EXCEPTION_HANDLER": "understudy.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "understudy API",
+    "DESCRIPTION": "Incidents, inventory, runbooks, rehearsals and their step runs, findings, approvals, the "
+                   "audit timeline and incident reports; operator actions go through the same table as the "
+                   "rehearsal page. Authenticate with a personal API token (`Authorization: Bearer ust_…`, "
+                   "made on the API tokens page) or the browser's session. See docs/api.md.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["accounts.api.Reader"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # no badge fetched from the public validator: the docs page talks to this server only
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True, "persistAuthorization": False},
+    # several models have a "status": each its own enum in the schema, named after its model
+    "ENUM_NAME_OVERRIDES": {
+        "IncidentStatusEnum": "incidents.models.Incident.Status",
+        "RehearsalStatusEnum": "rehearsals.models.Rehearsal.Status",
+        "StepRunStatusEnum": "rehearsals.models.StepRun.Status",
+        "ReportStatusEnum": "reports.models.Report.Status",
+    },
+}
 
 REDIS_URL = env.str("REDIS_URL", default="")
 

@@ -309,9 +309,9 @@
       body: JSON.stringify(data || {}),
     });
     let body = {};
-    try { body = await r.json(); } catch (e) { body = { ok: false, error: `HTTP ${r.status}` }; }
+    try { body = await r.json(); } catch (e) { body = {}; }
     if (body.state) { state = body.state; render(); }
-    showActionResult({ ok: r.ok && body.ok, error: body.error || `HTTP ${r.status}` });
+    showActionResult({ ok: r.ok, error: body.detail || `HTTP ${r.status}` });
   }
 
   document.querySelectorAll("#toolbar button[data-action]").forEach((b) =>

@@ -77,9 +77,10 @@ def test_destroy_from_the_api_removes_domain_disk_and_staging(make_rehearsal, ho
     clone = _clone_row(libvirt_uri, r, tmp_path, f"us-clone-{r.pk}")
     c = Client()
     c.force_login(users["mona"])
-    assert c.post(f"/api/rehearsals/{r.pk}/actions/destroy_clone/", "{}", content_type="application/json").status_code == 403
+    assert c.post(f"/api/v1/rehearsals/{r.pk}/actions/destroy_clone/", "{}",
+                  content_type="application/json").status_code == 403
     c.force_login(users["alice"])
-    resp = c.post(f"/api/rehearsals/{r.pk}/actions/destroy_clone/", "{}", content_type="application/json")
+    resp = c.post(f"/api/v1/rehearsals/{r.pk}/actions/destroy_clone/", "{}", content_type="application/json")
     assert resp.status_code == 200, resp.content
     assert wait_until(lambda: Clone.objects.get(pk=clone.pk).status == Clone.Status.DESTROYED, timeout=30)
     assert clone.domain_name not in _domains(libvirt_uri)

@@ -68,7 +68,7 @@ def test_a_production_run_continues_only_from_a_succeeded_dress_rehearsal_of_the
         transitions.create_rehearsal(dress.incident, dress.runbook, None, alice, mode="production",
                                      continues_from=dress)
     # the dress rehearsal's page links it, the production run's page says where it comes from
-    page = _client(users["mona"]).get(f"/api/rehearsals/{dress.pk}/").json()
+    page = _client(users["mona"]).get(f"/api/v1/rehearsals/{dress.pk}/state/").json()
     assert page["production_runs"] == [run.pk]
     assert "changes the real production host" in _client(alice).get(f"/rehearsals/{run.pk}/").content.decode()
 
@@ -84,7 +84,7 @@ def test_the_workbench_must_still_run_to_continue_from_it(make_rehearsal, host_r
 
 @pytest.mark.django_db(transaction=True)
 def test_ops_without_the_permission_cannot_start_a_production_run(make_rehearsal, host_row, users):
-    """Over the HTML form, the JSON API and the WebSocket alike; dress rehearsals stay open to them."""
+    """Over the HTML form, the REST API and the WebSocket alike; dress rehearsals stay open to them."""
     carol = users["carol"]
     dress = _succeeded_dress_rehearsal(make_rehearsal, host_row, users)
     with pytest.raises(PermissionDenied):
@@ -95,15 +95,16 @@ def test_ops_without_the_permission_cannot_start_a_production_run(make_rehearsal
             "override_reason": "I insist"}
     assert c.post(f"/incidents/{dress.incident_id}/rehearsals/new/", form).status_code == 403
     assert c.post(f"/rehearsals/{dress.pk}/run_for_real/").status_code == 403
-    resp = c.post(f"/api/rehearsals/{dress.pk}/actions/run_for_real/", data="{}", content_type="application/json")
-    assert resp.status_code == 403 and "run_production" in resp.json()["error"]
+    resp = c.post(f"/api/v1/rehearsals/{dress.pk}/actions/run_for_real/", data="{}",
+                  content_type="application/json")
+    assert resp.status_code == 403 and "run_production" in resp.json()["detail"]
     assert 'data-action="run_for_real" class="danger" hidden' in c.get(f"/rehearsals/{dress.pk}/").content.decode()
     assert 'data-action="run_for_real" class="danger" >' in \
         _client(users["alice"]).get(f"/rehearsals/{dress.pk}/").content.decode()
     # a production run someone else created cannot be started by carol either
     prod = transitions.create_rehearsal(dress.incident, dress.runbook, None, users["alice"], mode="production",
                                         continues_from=dress)
-    resp = c.post(f"/api/rehearsals/{prod.pk}/actions/start/", data="{}", content_type="application/json")
+    resp = c.post(f"/api/v1/rehearsals/{prod.pk}/actions/start/", data="{}", content_type="application/json")
     assert resp.status_code == 403
     cookie = session_cookie(carol)
 
@@ -125,7 +126,7 @@ def test_ops_without_the_permission_cannot_start_a_production_run(make_rehearsal
     resp = c.post(f"/incidents/{dress.incident_id}/rehearsals/new/",
                   {"runbook": dress.runbook_id, "hypervisor": dress.hypervisor_id, "mode": "rehearsal"})
     assert resp.status_code == 302
-    assert json.loads(_client(users["alice"]).get(f"/api/rehearsals/{prod.pk}/").content)["mode"] == "production"
+    assert json.loads(_client(users["alice"]).get(f"/api/v1/rehearsals/{prod.pk}/").content)["mode"] == "production"
 
 
 class _WritesProduction(StepKind):

@@ -1,4 +1,4 @@
-"""Managers read; only ops act — over the HTML views, the JSON API and the WebSocket."""
+"""Managers read; only ops act — over the HTML views, the REST API and the WebSocket."""
 import json
 
 import pytest
@@ -21,12 +21,12 @@ def test_manager_reads_but_cannot_start_over_http(make_rehearsal, host_row, user
     r = make_rehearsal(host_row, [MANUAL])
     mona = _client(users["mona"])
     assert mona.get(f"/rehearsals/{r.pk}/").status_code == 200
-    assert mona.get(f"/api/rehearsals/{r.pk}/").json()["status"] == "pending"
+    assert mona.get(f"/api/v1/rehearsals/{r.pk}/state/").json()["status"] == "pending"
     page = mona.get(f"/rehearsals/{r.pk}/").content.decode()
     assert "only ops can run or approve" in page and 'id="btn-start"' not in page
     assert mona.post(f"/rehearsals/{r.pk}/start/").status_code == 403
-    resp = mona.post(f"/api/rehearsals/{r.pk}/actions/start/", data="{}", content_type="application/json")
-    assert resp.status_code == 403 and "ops" in resp.json()["error"]
+    resp = mona.post(f"/api/v1/rehearsals/{r.pk}/actions/start/", data="{}", content_type="application/json")
+    assert resp.status_code == 403 and "ops" in resp.json()["detail"]
     assert mona.post(f"/incidents/{r.incident_id}/rehearsals/new/", {}).status_code == 403
     r.refresh_from_db()
     assert r.status == Rehearsal.Status.PENDING
@@ -35,22 +35,22 @@ def test_manager_reads_but_cannot_start_over_http(make_rehearsal, host_row, user
 def test_manager_cannot_approve_over_http(make_rehearsal, host_row, users):
     r = make_rehearsal(host_row, [MANUAL])
     alice = _client(users["alice"])
-    resp = alice.post(f"/api/rehearsals/{r.pk}/actions/start/", data="{}", content_type="application/json")
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/start/", data="{}", content_type="application/json")
     assert resp.status_code == 200, resp.content
     run = StepRun.objects.get(rehearsal=r)
     assert run.status == StepRun.Status.AWAITING_APPROVAL
     mona = _client(users["mona"])
-    resp = mona.post(f"/api/rehearsals/{r.pk}/actions/approve/", data=json.dumps({"step_run": run.pk}),
+    resp = mona.post(f"/api/v1/rehearsals/{r.pk}/actions/approve/", data=json.dumps({"step_run": run.pk}),
                      content_type="application/json")
     assert resp.status_code == 403
     # the requester cannot approve either (four-eyes), a second ops member can
-    resp = alice.post(f"/api/rehearsals/{r.pk}/actions/approve/", data=json.dumps({"step_run": run.pk}),
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/approve/", data=json.dumps({"step_run": run.pk}),
                       content_type="application/json")
-    assert resp.status_code == 409 and "four-eyes" in resp.json()["error"]
-    resp = _client(users["bob"]).post(f"/api/rehearsals/{r.pk}/actions/approve/",
+    assert resp.status_code == 409 and "four-eyes" in resp.json()["detail"]
+    resp = _client(users["bob"]).post(f"/api/v1/rehearsals/{r.pk}/actions/approve/",
                                       data=json.dumps({"step_run": run.pk, "note": "ok"}),
                                       content_type="application/json")
-    assert resp.status_code == 200 and resp.json()["ok"]
+    assert resp.status_code == 200 and resp.json()["message"] == "Approved"
 
 
 def test_anonymous_is_sent_to_login_and_api_says_401(make_rehearsal, host_row):
@@ -58,19 +58,21 @@ def test_anonymous_is_sent_to_login_and_api_says_401(make_rehearsal, host_row):
     c = Client()
     resp = c.get(f"/rehearsals/{r.pk}/")
     assert resp.status_code == 302 and "/login/" in resp["Location"]
-    assert c.get(f"/api/rehearsals/{r.pk}/").status_code == 401
+    assert c.get(f"/api/v1/rehearsals/{r.pk}/").status_code == 401
 
 
 def test_bad_action_input_gets_a_clear_error(make_rehearsal, host_row, users):
     r = make_rehearsal(host_row, [MANUAL])
     alice = _client(users["alice"])
-    resp = alice.post(f"/api/rehearsals/{r.pk}/actions/launch/", data="{}", content_type="application/json")
-    assert resp.status_code == 409 and "unknown action 'launch'" in resp.json()["error"]
-    resp = alice.post(f"/api/rehearsals/{r.pk}/actions/start/", data="not json", content_type="application/json")
-    assert resp.status_code == 400
-    resp = alice.post(f"/api/rehearsals/{r.pk}/actions/approve/", data='{"step_run": 999}',
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/launch/", data="{}", content_type="application/json")
+    assert resp.status_code == 400 and "unknown action 'launch'" in resp.json()["detail"]
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/start/", data="not json", content_type="application/json")
+    assert resp.status_code == 400 and "invalid JSON" in resp.json()["detail"]
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/approve/", data='{"step_run": 999}',
                       content_type="application/json")
-    assert resp.status_code == 409 and "does not belong" in resp.json()["error"]
+    assert resp.status_code == 400 and "does not belong" in resp.json()["detail"]
+    resp = alice.post(f"/api/v1/rehearsals/{r.pk}/actions/advance/", data="{}", content_type="application/json")
+    assert resp.status_code == 409 and "not started" in resp.json()["detail"]  # refused in this state
 
 
 @pytest.mark.django_db(transaction=True)

@@ -62,26 +62,29 @@ def test_a_manager_reads_every_format_but_cannot_edit(published, users):
     assert after.versions.get(number=1).reviewed_by == users["mona"]
 
 
-def test_the_json_api_lets_a_manager_read_and_review_but_not_edit(published, users):
+def test_the_rest_api_lets_a_manager_read_and_review_but_not_edit(published, users):
     r, _ = published
     mona, alice = client_for("mona"), client_for("alice")
-    api = f"/api/reports/{r.pk}"
+    api = f"/api/v1/reports/{r.pk}"
     read = mona.get(f"{api}/").json()
     assert read["status"] == "published" and read["versions"][0]["number"] == 1
     assert read["snapshot"]["rehearsal"]["id"] == r.pk
-    assert mona.get(f"{api}/v1/").json()["snapshot"]["steps"][0]["title"] == "Look at the service"
-    for name, body in [("edit", {"summary": "a manager's summary"}), ("action_item", {"text": "x"}),
-                       ("submit", {}), ("publish", {})]:
-        response = mona.post(f"{api}/actions/{name}/", body, content_type="application/json")
-        assert response.status_code == 403, (name, response.content)
+    assert mona.get(f"{api}/versions/1/").json()["snapshot"]["steps"][0]["title"] == "Look at the service"
+    assert [v["number"] for v in mona.get(f"{api}/versions/").json()] == [1]
+    for method, url, body in [("patch", f"{api}/", {"summary": "a manager's summary"}),
+                              ("post", f"{api}/action-items/", {"text": "x"}),
+                              ("post", f"{api}/submit/", {}), ("post", f"{api}/publish/", {})]:
+        response = getattr(mona, method)(url, body, content_type="application/json")
+        assert response.status_code == 403, (url, response.content)
     assert Report.objects.get(rehearsal=r).summary == ""
-    assert alice.post(f"{api}/actions/reviewed/", {"version": 1}, content_type="application/json").status_code == 403
-    ok = mona.post(f"{api}/actions/reviewed/", {"version": 1}, content_type="application/json").json()
-    assert ok["ok"] and ok["versions"][0]["reviewed_by"] == "mona"
-    edited = alice.post(f"{api}/actions/edit/", {"got_lucky": "the backup was from last night"},
-                        content_type="application/json").json()
-    assert edited["ok"] and edited["status"] == "draft"
-    assert alice.post(f"{api}/actions/publish/", {}, content_type="application/json").status_code == 409
+    assert alice.post(f"{api}/versions/1/reviewed/", {}, content_type="application/json").status_code == 403
+    ok = mona.post(f"{api}/versions/1/reviewed/", {}, content_type="application/json")
+    assert ok.status_code == 200 and ok.json()["reviewed_by"] == "mona"
+    edited = alice.patch(f"{api}/", {"got_lucky": "the backup was from last night"},
+                         content_type="application/json")
+    assert edited.status_code == 200 and edited.json()["status"] == "draft"
+    assert edited.json()["got_lucky"] == "the backup was from last night"
+    assert alice.post(f"{api}/publish/", {}, content_type="application/json").status_code == 409
     assert Client().get(f"{api}/").status_code == 401
 
 

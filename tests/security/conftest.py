@@ -1,8 +1,9 @@
 """Fixtures of the security suites: ``world`` is the cast of the RBAC matrix and the CSRF suite."""
 import pytest
 
+from accounts import tokens
 from rehearsals import transitions
-from rehearsals.models import StepRun
+from rehearsals.models import Finding, StepRun
 
 MANUAL = {"kind": "manual", "params": {"instructions": "x"}, "needs_approval": True}
 
@@ -28,12 +29,16 @@ def world(users, make_rehearsal, host_row, hypervisor):
     # a report with a published version and an action item: the report routes' targets
     from reports import lifecycle as reports
 
+    finding = Finding.objects.create(rehearsal=awaiting, step_run=run, path="/srv/minidb/data/t1.dbf",
+                                     path_b64="L3Nydi9taW5pZGIvZGF0YS90MS5kYmY=", clone_path_b64="", rel_b64="dDEuZGJm",
+                                     change="changed", verdict="corrupted_on_production")
+    bob_token, _ = tokens.issue(bob, "matrix", days=None)
     report = reports.report_for(awaiting)
     item = reports.add_action_item(report, alice, text="write the runbook's missing step", owner="alice")
     reports.submit_for_review(report, alice)
     reports.publish(report, alice)
-    return {"report": awaiting, "item": item, "users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice,
-                      "no_prod": carol},
+    return {"report": awaiting, "item": item, "finding": finding, "bob_token": bob_token,
+            "users": {"anonymous": None, "manager": users["mona"], "ops": bob, "requester": alice, "no_prod": carol},
             "awaiting": awaiting, "run": run, "pending": make_rehearsal(host_row, [MANUAL], user=alice),
             "pending_production": make_rehearsal(host_row, [MANUAL], user=alice, mode="production",
                                                  override_reason="RBAC matrix: a production run to start"),

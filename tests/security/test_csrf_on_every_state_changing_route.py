@@ -49,3 +49,15 @@ def test_with_the_token_the_same_request_passes(world):
     resp = c.post(f"/rehearsals/{world['pending'].pk}/start/", HTTP_X_CSRFTOKEN=token)
     assert resp.status_code == 302
     assert Rehearsal.objects.get(pk=world["pending"].pk).status == Rehearsal.Status.RUNNING
+
+
+def test_with_the_token_the_same_api_request_passes(world):
+    """The API's refusals above are the missing token's too: the page's session with its CSRF token acts."""
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(world["users"]["ops"])
+    c.get(f"/rehearsals/{world['pending'].pk}/")
+    token = c.cookies["csrftoken"].value
+    resp = c.post(f"/api/v1/rehearsals/{world['pending'].pk}/actions/start/", "{}", content_type="application/json",
+                  HTTP_X_CSRFTOKEN=token)
+    assert resp.status_code == 200, resp.content
+    assert Rehearsal.objects.get(pk=world["pending"].pk).status == Rehearsal.Status.RUNNING

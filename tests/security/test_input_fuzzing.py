@@ -52,20 +52,66 @@ def test_api_action_bodies(world, ops_client):
                 raw = json.dumps(body)
             except ValueError:
                 return
-            _clean(ops_client.post(f"/api/rehearsals/{pk}/actions/{name}/", raw, content_type="application/json"))
+            _clean(ops_client.post(f"/api/v1/rehearsals/{pk}/actions/{quote(name, safe='')}/", raw,
+                                   content_type="application/json"))
 
     check()
 
 
-def test_api_raw_bodies_and_query_strings(world, ops_client):
+def _api_writes(world) -> list[tuple[str, str]]:
+    """Every write of the REST API but the actions (above), on the world's objects."""
+    r, incident, report = world["pending"], world["pending"].incident_id, world["report"].pk
+    return [("POST", "/api/v1/incidents/"), ("POST", f"/api/v1/incidents/{incident}/close/"),
+            ("POST", "/api/v1/rehearsals/"), ("POST", f"/api/v1/hypervisors/{world['hv'].pk}/destroy-leftover/"),
+            ("POST", "/api/v1/runbooks/import/"), ("PATCH", f"/api/v1/reports/{report}/"),
+            ("POST", f"/api/v1/reports/{report}/action-items/"),
+            ("POST", f"/api/v1/reports/{report}/action-items/{world['item'].pk}/done/"),
+            ("POST", f"/api/v1/reports/{r.pk}/versions/1/reviewed/")]
+
+
+api_fields = st.sampled_from(["title", "production_host", "severity", "description", "restoration_target_minutes",
+                              "note", "incident", "runbook", "hypervisor", "mode", "keep_clone", "continues_from",
+                              "override_reason", "domain", "name", "steps", "summary", "text", "owner", "due",
+                              "done"])
+api_bodies = st.dictionaries(api_fields, json_values | ids, max_size=6) | json_values
+
+
+def test_api_write_bodies(world, ops_client):
+    writes = _api_writes(world)
+
     @FUZZ
-    @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode), after=st.text(max_size=12),
-           limit=st.text(max_size=12))
-    def check(raw, after, limit):
+    @given(write=st.sampled_from(writes), body=api_bodies)
+    def check(write, body):
+        method, path = write
+        try:
+            raw = json.dumps(body)
+        except ValueError:
+            return
+        _clean(ops_client.generic(method, path, raw, content_type="application/json"))
+
+    check()
+
+
+list_params = st.dictionaries(st.sampled_from(["limit", "offset", "rehearsal", "incident", "step_run", "status",
+                                               "mode", "decision", "selected", "name", "action",
+                                               "production_host"]),
+                              st.text(max_size=12) | st.integers(min_value=-2**70, max_value=2**70).map(str),
+                              max_size=4)
+
+
+def test_api_raw_bodies_and_query_strings(world, ops_client):
+    lists = ["/api/v1/incidents/", "/api/v1/rehearsals/", "/api/v1/step-runs/", "/api/v1/findings/",
+             "/api/v1/approvals/", "/api/v1/timeline/", "/api/v1/runbooks/", "/api/v1/hosts/"]
+
+    @FUZZ
+    @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode), path=st.sampled_from(lists),
+           params=list_params, ident=st.text(max_size=12))
+    def check(raw, path, params, ident):
         r = world["awaiting"]
-        _clean(ops_client.post(f"/api/rehearsals/{r.pk}/actions/approve/", raw, content_type="application/json"))
-        _clean(ops_client.get(f"/api/rehearsals/{r.pk}/steps/{world['run'].pk}/events/",
-                              {"after": after, "limit": limit}))
+        _clean(ops_client.post(f"/api/v1/rehearsals/{r.pk}/actions/approve/", raw, content_type="application/json"))
+        _clean(ops_client.post("/api/v1/rehearsals/", raw, content_type="application/json"))
+        _clean(ops_client.get(path, params))
+        _clean(ops_client.get(f"{path}{quote(ident, safe='')}/"))
 
     check()
 

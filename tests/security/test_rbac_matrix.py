@@ -3,7 +3,10 @@ anonymous, a manager, an ops member, the ops member who requested the approval, 
 without the production-run permission (``rehearsals.run_production``).
 
 The routes are read from the URL configuration, so a new route without a row in ``HTTP`` or ``WS``
-fails ``test_every_route_has_a_row``. A cell is the status code the role must get.
+fails ``test_every_route_has_a_row``. A cell is the status code the role must get. A route that serves
+reads and writes has a row per method: ``name#what`` (e.g. ``api:incident-list#POST``).
+
+The API's rows run twice: with the browser's session, and with the role's own API token (``Bearer``).
 
 The rows that start a run start a *production* run, which ``no_prod`` may not (a dress rehearsal
 it may: ``tests/foundation/test_production_run_rules.py``).
@@ -19,6 +22,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from accounts import tokens
 from rehearsals.routing import websocket_urlpatterns
 from tests.wsclient import communicator, session_cookie
 
@@ -37,12 +41,6 @@ READ_API = _row(401, 200, 200, 200, 200)
 HTTP = {
     "login": ("GET", lambda w: "/login/", None, _row(200, 200, 200, 200, 200)),
     "logout": ("POST", lambda w: "/logout/", None, _row(LOGIN, LOGIN, LOGIN, LOGIN, LOGIN)),  # back to login
-    "api:rehearsal": ("GET", lambda w: f"/api/rehearsals/{w['awaiting'].pk}/", None, READ_API),
-    "api:events": ("GET", lambda w: f"/api/rehearsals/{w['awaiting'].pk}/steps/{w['run'].pk}/events/", None,
-                   READ_API),
-    # approve: the requester is refused by the four-eyes rule (409), another ops member may
-    "api:action": ("POST", lambda w: f"/api/rehearsals/{w['awaiting'].pk}/actions/approve/",
-                   lambda w: {"step_run": w["run"].pk}, _row(401, 403, 200, 409, 200)),
     "rehearsals:hypervisors": ("GET", lambda w: "/rehearsals/hypervisors/", None, READ_HTML),
     "rehearsals:hypervisor_scan": ("POST", lambda w: f"/rehearsals/hypervisors/{w['hv'].pk}/scan/", None,
                                    _row(LOGIN, 403, 302, 302, 302)),
@@ -86,10 +84,82 @@ HTTP = {
                         _row(LOGIN, 403, 302, 302, 302)),
     "reports:reviewed": ("POST", lambda w: f"/reports/rehearsal/{w['report'].pk}/v1/reviewed/", None,
                          _row(LOGIN, 302, 403, 403, 403)),
-    "reports_api:report": ("GET", lambda w: f"/api/reports/{w['report'].pk}/", None, READ_API),
-    "reports_api:version": ("GET", lambda w: f"/api/reports/{w['report'].pk}/v1/", None, READ_API),
-    "reports_api:action": ("POST", lambda w: f"/api/reports/{w['report'].pk}/actions/edit/",
-                           lambda w: {"summary": "s"}, _row(401, 403, 200, 200, 200)),
+    # API tokens: everyone with a role makes their own; only the owner revokes one (bob owns world["bob_token"])
+    "accounts:api_tokens": ("GET", lambda w: "/account/api-tokens/", None, READ_HTML),
+    "accounts:api_tokens#POST": ("POST", lambda w: "/account/api-tokens/", {"name": "matrix", "lifetime": "30"},
+                                 _row(LOGIN, 200, 200, 200, 200)),
+    "accounts:api_token_revoke": ("POST", lambda w: f"/account/api-tokens/{w['bob_token'].pk}/revoke/", None,
+                                  _row(LOGIN, 404, 302, 404, 404)),
+    # the REST API (/api/v1/): managers read, ops act; the transitions decide the rest
+    "api:api-root": ("GET", lambda w: "/api/v1/", None, READ_API),
+    "api:schema": ("GET", lambda w: "/api/v1/schema/", None, READ_API),
+    "api:docs": ("GET", lambda w: "/api/v1/docs/", None, READ_HTML),
+    "api:incident-list": ("GET", lambda w: "/api/v1/incidents/", None, READ_API),
+    "api:incident-list#POST": ("POST", lambda w: "/api/v1/incidents/",
+                               lambda w: {"title": "matrix",
+                                          "production_host": w["pending"].incident.production_host_id},
+                               _row(401, 403, 201, 201, 201)),
+    "api:incident-detail": ("GET", lambda w: f"/api/v1/incidents/{w['pending'].incident_id}/", None, READ_API),
+    "api:incident-close": ("POST", lambda w: f"/api/v1/incidents/{w['pending'].incident_id}/close/",
+                           {"note": "done"}, _row(401, 403, 200, 200, 200)),
+    "api:host-list": ("GET", lambda w: "/api/v1/hosts/", None, READ_API),
+    "api:host-detail": ("GET", lambda w: f"/api/v1/hosts/{w['pending'].incident.production_host_id}/", None,
+                        READ_API),
+    "api:hypervisor-list": ("GET", lambda w: "/api/v1/hypervisors/", None, READ_API),
+    "api:hypervisor-detail": ("GET", lambda w: f"/api/v1/hypervisors/{w['hv'].pk}/", None, READ_API),
+    "api:hypervisor-scan": ("POST", lambda w: f"/api/v1/hypervisors/{w['hv'].pk}/scan/", None,
+                            _row(401, 403, 202, 202, 202)),
+    # no such leftover: ops get past the role check and the transition refuses (409)
+    "api:hypervisor-destroy-leftover": ("POST", lambda w: f"/api/v1/hypervisors/{w['hv'].pk}/destroy-leftover/",
+                                        {"domain": "none"}, _row(401, 403, 409, 409, 409)),
+    "api:runbook-list": ("GET", lambda w: "/api/v1/runbooks/", None, READ_API),
+    "api:runbook-detail": ("GET", lambda w: f"/api/v1/runbooks/{w['pending'].runbook_id}/", None, READ_API),
+    "api:runbook-export": ("GET", lambda w: f"/api/v1/runbooks/{w['pending'].runbook_id}/export/", None, READ_API),
+    "api:runbook-import": ("POST", lambda w: "/api/v1/runbooks/import/",
+                           {"name": "matrix", "steps": [{"kind": "manual", "title": "look",
+                                                         "params": {"instructions": "x"}}]},
+                           _row(401, 403, 201, 201, 201)),
+    "api:rehearsal-list": ("GET", lambda w: "/api/v1/rehearsals/", None, READ_API),
+    # creates a production run (without a dress rehearsal: the override)
+    "api:rehearsal-list#POST": ("POST", lambda w: "/api/v1/rehearsals/",
+                                lambda w: {"incident": w["pending"].incident_id, "runbook": w["pending"].runbook_id,
+                                           "hypervisor": w["hv"].pk, "mode": "production",
+                                           "override_reason": "matrix"}, _row(401, 403, 201, 201, 403)),
+    "api:rehearsal-detail": ("GET", lambda w: f"/api/v1/rehearsals/{w['pending'].pk}/", None, READ_API),
+    "api:rehearsal-state": ("GET", lambda w: f"/api/v1/rehearsals/{w['pending'].pk}/state/", None, READ_API),
+    # approve: the requester is refused by the four-eyes rule (409), another ops member may
+    "api:rehearsal-action": ("POST", lambda w: f"/api/v1/rehearsals/{w['awaiting'].pk}/actions/approve/",
+                             lambda w: {"step_run": w["run"].pk}, _row(401, 403, 200, 409, 200)),
+    # starts a production run
+    "api:rehearsal-action#start": ("POST", lambda w: f"/api/v1/rehearsals/{w['pending_production'].pk}/actions/start/",
+                                   None, _row(401, 403, 200, 200, 403)),
+    "api:step-run-list": ("GET", lambda w: "/api/v1/step-runs/", None, READ_API),
+    "api:step-run-detail": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/", None, READ_API),
+    "api:finding-list": ("GET", lambda w: "/api/v1/findings/", None, READ_API),
+    "api:finding-detail": ("GET", lambda w: f"/api/v1/findings/{w['finding'].pk}/", None, READ_API),
+    "api:approval-list": ("GET", lambda w: "/api/v1/approvals/", None, READ_API),
+    "api:approval-detail": ("GET", lambda w: f"/api/v1/approvals/{w['run'].approvals.get().pk}/", None, READ_API),
+    "api:timeline-list": ("GET", lambda w: "/api/v1/timeline/", None, READ_API),
+    "api:timeline-detail": ("GET", lambda w: f"/api/v1/timeline/{w['awaiting'].timeline.first().pk}/", None,
+                            READ_API),
+    # the report (world["report"] has version 1 published): ops edit; managers only mark a version reviewed
+    "api:report-detail": ("GET", lambda w: f"/api/v1/reports/{w['report'].pk}/", None, READ_API),
+    "api:report-detail#PATCH": ("PATCH", lambda w: f"/api/v1/reports/{w['report'].pk}/", {"summary": "s"},
+                                _row(401, 403, 200, 200, 200)),
+    "api:report-action-items": ("POST", lambda w: f"/api/v1/reports/{w['report'].pk}/action-items/", {"text": "t"},
+                                _row(401, 403, 201, 201, 201)),
+    "api:report-action-item-done": ("POST", lambda w: f"/api/v1/reports/{w['report'].pk}/action-items/"
+                                                      f"{w['item'].pk}/done/", {"done": True},
+                                    _row(401, 403, 200, 200, 200)),
+    # a published report is not a draft (submit) nor in review (publish): past the role check, refused (409)
+    "api:report-submit": ("POST", lambda w: f"/api/v1/reports/{w['report'].pk}/submit/", None,
+                          _row(401, 403, 409, 409, 409)),
+    "api:report-publish": ("POST", lambda w: f"/api/v1/reports/{w['report'].pk}/publish/", None,
+                           _row(401, 403, 409, 409, 409)),
+    "api:report-versions": ("GET", lambda w: f"/api/v1/reports/{w['report'].pk}/versions/", None, READ_API),
+    "api:report-version": ("GET", lambda w: f"/api/v1/reports/{w['report'].pk}/versions/1/", None, READ_API),
+    "api:report-reviewed": ("POST", lambda w: f"/api/v1/reports/{w['report'].pk}/versions/1/reviewed/", None,
+                            _row(401, 200, 403, 403, 403)),
 }
 ADMIN_LOGIN = "admin-login"
 # The admin's routes are the site's own; who may use them is Django's model permissions. These rows
@@ -120,11 +190,16 @@ def _route_names(resolver=None, namespace=""):
             yield f"{namespace}{p.name}" if p.name else f"{namespace}<unnamed {p.pattern}>"
 
 
+def _route_of(row: str) -> str:
+    return row.split("#", 1)[0]
+
+
 def test_every_route_has_a_row():
     names = set(_route_names())
     ours = {n for n in names if not n.startswith("admin:")}
-    assert ours - set(HTTP) == set(), "add a row to HTTP for each new route (who may use it)"
-    assert set(HTTP) - ours == set(), "rows for routes that no longer exist"
+    rows = {_route_of(r) for r in HTTP}
+    assert ours - rows == set(), "add a row to HTTP for each new route (who may use it)"
+    assert rows - ours == set(), "rows for routes that no longer exist"
     assert any(n.startswith("admin:") for n in names) and ADMIN
     ws = {str(p.pattern) for p in websocket_urlpatterns}
     assert ws == set(WS), "add a row to WS for each new WebSocket route"
@@ -159,6 +234,14 @@ def _each_role(world, check):
     return wrong
 
 
+def _request(c, name, method, path, data, **headers):
+    if name.startswith("api:"):
+        return c.generic(method, path, json.dumps(data or {}), content_type="application/json", **headers)
+    if method == "POST":
+        return c.post(path, data or {}, **headers)
+    return c.get(path, **headers)
+
+
 @pytest.mark.parametrize("name", sorted(HTTP))
 def test_http_route(world, name):
     method, path, body, expected = HTTP[name]
@@ -166,13 +249,28 @@ def test_http_route(world, name):
     def check(role):
         c = _client(world["users"][role])
         data = body(world) if callable(body) else body
-        if name.startswith(("api:", "reports_api:")):
-            resp = c.generic(method, path(world), json.dumps(data or {}), content_type="application/json")
-        elif method == "POST":
-            resp = c.post(path(world), data or {})
-        else:
-            resp = c.get(path(world))
-        return _outcome(resp, expected[role]), expected[role]
+        return _outcome(_request(c, name, method, path(world), data), expected[role]), expected[role]
+
+    assert _each_role(world, check) == [], name
+
+
+API_ROWS = sorted(n for n in HTTP if n.startswith("api:") and n != "api:docs")
+
+
+@pytest.mark.parametrize("name", API_ROWS)
+def test_api_route_with_a_token(world, name):
+    """The same cells with each role's own API token and no session (no CSRF token either: a token request
+    carries no cookie a page on another site could borrow)."""
+    method, path, body, expected = HTTP[name]
+
+    def check(role):
+        user = world["users"][role]
+        headers = {}
+        if user is not None:
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue(user, f'matrix {role}', days=1)[1]}"
+        c = Client(enforce_csrf_checks=True, raise_request_exception=False)
+        data = body(world) if callable(body) else body
+        return _outcome(_request(c, name, method, path(world), data, **headers), expected[role]), expected[role]
 
     assert _each_role(world, check) == [], name
 
@@ -215,6 +313,7 @@ def test_websocket_route(world, route, role):
 # account must not also make it the second pair of eyes. Cells where it differs from a manager's:
 ADMIN_ACCOUNT_DIFFERS = {
     "reports:reviewed": 403,   # marking a report reviewed is the managers' own act
+    "api:report-reviewed": 403,
 }
 
 
@@ -232,12 +331,7 @@ def test_http_route_for_the_admin_account(world, django_user_model, name):
     c = _client(admin)
     data = body(world) if callable(body) else body
     with transaction.atomic():
-        if name.startswith(("api:", "reports_api:")):
-            resp = c.generic(method, path(world), json.dumps(data or {}), content_type="application/json")
-        elif method == "POST":
-            resp = c.post(path(world), data or {})
-        else:
-            resp = c.get(path(world))
+        resp = _request(c, name, method, path(world), data)
         transaction.set_rollback(True)
     assert _outcome(resp, want) == want, name
 

@@ -141,6 +141,7 @@ class Command(BaseCommand):
         w(f"  dashboard:        {url}/")
         w(f"  dress rehearsal:  {url}{rehearsal.get_absolute_url()}  (production is not changed; when it "
           f"succeeds, 'Run for real on production' continues on its repaired workbench)")
+        w(f"  REST API:         {url}/api/v1/  (docs: {url}/api/v1/docs/; tokens: {url}/account/api-tokens/)")
         w(f"  users:            admin / {creds['admin']}    (users, groups, inventory; not ops)")
         w(f"                    ops / {creds['ops']}      (runs steps, edits runbooks)")
         w(f"                    ops2 / {creds['ops2']}     (second ops member: approves sync-back)")
