@@ -37,10 +37,23 @@ def runbook_to_dict(runbook: Runbook) -> dict[str, Any]:
     }
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def validate_runbook(data: Any) -> list[str]:
     errors: list[str] = []
     if not isinstance(data, dict):
         return ["the runbook must be a JSON object with 'name' and 'steps'"]
+    if _holds_nul(data):
+        # PostgreSQL stores no NUL in text or JSON: refuse it here, whichever way the document came
+        return ["the runbook contains a NUL character (\\u0000), which no field may hold"]
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         errors.append("name: required")
     elif len(data["name"]) > NAME_MAX:

@@ -44,6 +44,12 @@ def test_commands_export_and_import(db, tmp_path, capsys):
     path.write_text(json.dumps({"name": "x", "steps": []}))
     with pytest.raises(CommandError, match="steps: a non-empty list is required"):
         call_command("runbook", "import", str(path))
+    # a NUL anywhere (PostgreSQL stores none in text or JSON) is refused as a clear error, not a crash
+    path.write_text(json.dumps({"name": "nul", "steps": [{"kind": "command", "title": "t",
+                                                          "params": {"command": "echo \u0000"}}]}))
+    with pytest.raises(CommandError, match="NUL character"):
+        call_command("runbook", "import", str(path))
+    assert not Runbook.objects.filter(name="nul").exists()
     path.write_text("{not json")
     with pytest.raises(CommandError, match="not valid JSON"):
         call_command("runbook", "import", str(path))
