@@ -58,7 +58,8 @@ def _step(rehearsal: Rehearsal, data: dict) -> StepSpec:
     return step
 
 
-def _note(data: dict) -> str:
+def note_from(data: dict) -> str:
+    """The note of an action message: text, no NUL (PostgreSQL stores none), at most 10,000 characters."""
     note = data.get("note") or ""
     if not isinstance(note, str):
         raise InvalidInput("note must be text")
@@ -78,17 +79,17 @@ def _advance(r, user, data):
 
 
 def _approve(r, user, data):
-    transitions.approve(_step_run(r, data), user, note=_note(data), approve=True)
+    transitions.approve(_step_run(r, data), user, note=note_from(data), approve=True)
     return "Approved"
 
 
 def _reject(r, user, data):
-    transitions.approve(_step_run(r, data), user, note=_note(data), approve=False)
+    transitions.approve(_step_run(r, data), user, note=note_from(data), approve=False)
     return "Rejected"
 
 
 def _confirm(r, user, data):
-    transitions.confirm(_step_run(r, data), user, note=_note(data))
+    transitions.confirm(_step_run(r, data), user, note=note_from(data))
     return "Confirmed"
 
 
@@ -98,7 +99,7 @@ def _retry(r, user, data):
 
 
 def _skip(r, user, data):
-    transitions.skip(r, _step(r, data), user, note=_note(data))
+    transitions.skip(r, _step(r, data), user, note=note_from(data))
     return "Skipped"
 
 
@@ -108,7 +109,7 @@ def _destroy_clone(r, user, data):
 
 
 def _cancel(r, user, data):
-    transitions.cancel(r, user, note=_note(data))
+    transitions.cancel(r, user, note=note_from(data))
     return "Cancelled"
 
 

@@ -5,6 +5,7 @@ from django.db import transaction
 
 from accounts.roles import require_operator
 from rehearsals import dispatch, writers
+from rehearsals.actions import note_from
 from rehearsals.audit import record
 from rehearsals.errors import TransitionError
 from rehearsals.events import StepEventSink
@@ -41,7 +42,7 @@ def request_rollback(step_run: StepRun, user, *, note: str) -> None:
 
 
 def rollback_action(step_run: StepRun, user, data: dict) -> str:
-    request_rollback(step_run, user, note=str(data.get("note") or "").strip())
+    request_rollback(step_run, user, note=note_from(data))
     return "Rolling back the sync-back from its backup"
 
 

@@ -4,7 +4,9 @@ import json
 import pytest
 from django.test import Client
 
+from rehearsals.actions import InvalidInput
 from runbooks.documents import InvalidRunbook, import_runbook, validate_runbook
+from steps.sync_back.actions import rollback_action
 
 MANUAL = {"kind": "manual", "params": {"instructions": "x"}, "needs_approval": True}
 
@@ -91,3 +93,11 @@ def test_text_with_a_nul_character_is_400(setup, path, body):
     assert "NUL" in resp.json()["detail"] or "Null characters" in resp.json()["detail"], resp.content
     r.refresh_from_db()
     assert r.status == "pending"
+
+
+def test_a_kinds_own_action_takes_its_note_through_the_same_check():
+    """The sync-back's rollback note went into the database unchecked (a NUL crashed PostgreSQL)."""
+    with pytest.raises(InvalidInput, match="NUL"):
+        rollback_action(None, None, {"note": "undo\u0000"})
+    with pytest.raises(InvalidInput, match="text"):
+        rollback_action(None, None, {"note": ["undo"]})
