@@ -24,6 +24,7 @@ STEP_JOB = "understudy.step_job"
 DESTROY_CLONE = "understudy.destroy_clone"
 SCAN_HYPERVISOR = "understudy.scan_hypervisor"
 DESTROY_LEFTOVER = "understudy.destroy_leftover"
+REAP_EXPIRED_LEASES = "understudy.reap_expired_leases"  # sent by Celery beat (settings.CELERY_BEAT_SCHEDULE)
 
 
 def _send(name: str, args: list, queue: str):
@@ -35,7 +36,7 @@ def send_step(step_run: StepRun, phase: str = "run") -> None:
     queue = step_run.rehearsal.hypervisor.queue
 
     def send() -> None:
-        res = _send(RUN_STEP, [step_run.pk, phase], queue)
+        res = _send(RUN_STEP, [step_run.pk, phase, step_run.attempt], queue)
         StepRun.objects.filter(pk=step_run.pk).update(task_id=res.id)
 
     transaction.on_commit(send)

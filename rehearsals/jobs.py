@@ -10,6 +10,8 @@ hypervisor's libvirt and disks; each records its outcome on the timeline.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from workers.engines.ssh import Endpoint, Session
 from . import lifecycle
 from .audit import record
 from .events import StepEventSink, publish_status
+from .leases import Heartbeat
 from .models import Clone, Rehearsal, StepRun
 
 log = logging.getLogger(__name__)
@@ -113,15 +116,26 @@ def _actor(actor_id: int | None):
     return get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
 
 
-def execute_step_run(step_run_id: int, phase: str = "run") -> str:
-    """``phase``: "run" executes the step; "preview" computes the plan an approver will see."""
+def execute_step_run(step_run_id: int, phase: str = "run", *, worker: str = "", attempt: int | None = None) -> str:
+    """``phase``: "run" executes the step; "preview" computes the plan an approver will see.
+
+    Idempotent by (step run, attempt): a redelivered task for a run that already started or ended,
+    or for another attempt than the run's, does nothing. While the step runs, ``worker`` renews its
+    lease (``leases.Heartbeat``); if the worker dies, the reaper fails the step."""
     close_old_connections()
     run = StepRun.objects.select_related("rehearsal__incident__production_host", "rehearsal__hypervisor",
                                          "step").get(pk=step_run_id)
-    ready = lifecycle.mark_preparing(run) if phase == "preview" else lifecycle.mark_running(run)
+    worker = worker or f"pid-{os.getpid()}@{socket.gethostname()}"
+    ready = (lifecycle.mark_preparing(run, worker, attempt) if phase == "preview"
+             else lifecycle.mark_running(run, worker, attempt))
     if not ready:
-        log.info("step run %s is %s; not running its %s", run.pk, run.status, phase)
+        log.info("step run %s (attempt %s) is %s; not running its %s", run.pk, run.attempt, run.status, phase)
         return "not-run"
+    with Heartbeat(run.pk, worker):
+        return _execute(run, phase)
+
+
+def _execute(run: StepRun, phase: str) -> str:
     kind = registry.get(run.step.kind)
     sink = StepEventSink(run)
     ok, result, error = False, {}, ""

@@ -110,6 +110,13 @@ class StepRun(models.Model):
     progress = models.JSONField(default=dict, blank=True, help_text="Latest progress event payload.")
     task_id = models.CharField(max_length=64, blank=True)
     last_seq = models.PositiveBigIntegerField(default=0, help_text="Highest StepEvent.seq allocated.")
+    worker = models.CharField(max_length=200, blank=True,
+                              help_text="The Celery worker (its node name) that picked this attempt up.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When the worker last renewed its lease.")
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="While running: the worker's lease. Past it, the reaper declares the worker lost.")
     carried_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_into",
         help_text="Status carried: the dress rehearsal's attempt whose work on the workbench this run reuses.")

@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from django.conf import settings
+from django.db import close_old_connections, connection
+
 from inventory.models import Hypervisor
+from rehearsals.leases import reap_expired_leases
 from understudy.celery import app
 
 log = logging.getLogger(__name__)
@@ -31,5 +35,19 @@ def start_inprocess_worker(queues: list[str] | None = None, concurrency: int = 2
         thread = threading.Thread(target=worker.start, name="celery-inprocess", daemon=True)
         thread.start()
         _started["worker"] = worker
+        reaper = threading.Thread(target=_reap_forever, name="lease-reaper", daemon=True)
+        reaper.start()
         log.info("in-process Celery worker consuming %s", ", ".join(queues))
         return worker
+
+
+def _reap_forever() -> None:
+    """What Celery beat does in the full stack: fail the steps whose worker stopped renewing its lease."""
+    stop = threading.Event()
+    while not stop.wait(settings.UNDERSTUDY_REAPER_SECONDS):
+        try:
+            close_old_connections()
+            reap_expired_leases()
+        except Exception:  # noqa: BLE001 - the database may be briefly away; the next round tries again
+            log.exception("the lease reaper failed; trying again in %ss", settings.UNDERSTUDY_REAPER_SECONDS)
+            connection.close()

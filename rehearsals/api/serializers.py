@@ -186,7 +186,8 @@ class StepRunSerializer(fields.ModelSerializer):
         model = StepRun
         fields = ["id", "rehearsal", "step", "step_position", "step_title", "kind", "attempt", "status",
                   "requested_by", "queued_at", "started_at", "finished_at", "duration_seconds", "error", "result",
-                  "progress", "last_seq", "carried_from", "approvals"]
+                  "progress", "last_seq", "carried_from", "approvals", "worker", "heartbeat_at",
+                  "lease_expires_at"]
 
 
 class FindingSerializer(fields.ModelSerializer):
