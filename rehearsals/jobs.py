@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from inventory.models import Hypervisor
@@ -132,10 +134,29 @@ def execute_step_run(step_run_id: int, phase: str = "run", *, worker: str = "", 
         log.info("step run %s (attempt %s) is %s; not running its %s", run.pk, run.attempt, run.status, phase)
         return "not-run"
     with Heartbeat(run.pk, worker):
-        return _execute(run, phase)
+        return _execute(run, phase, worker)
 
 
-def _execute(run: StepRun, phase: str) -> str:
+def _until_written(write, what: str, step_run_id: int):
+    """Run ``write`` (a database write that records what happened on a host) until the database takes
+    it: a lost or restarting database is retried with backoff for ``UNDERSTUDY_FINISH_RETRY_SECONDS``,
+    so a step's outcome is not lost to a database blip."""
+    deadline = time.monotonic() + settings.UNDERSTUDY_FINISH_RETRY_SECONDS
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("step run %s: could not %s (%s); trying again in %.1fs", step_run_id, what,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, pause)
+            connection.close()  # a broken connection is reopened by the next query
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _execute(run: StepRun, phase: str, worker: str) -> str:
     kind = registry.get(run.step.kind)
     sink = StepEventSink(run)
     ok, result, error = False, {}, ""
@@ -151,11 +172,12 @@ def _execute(run: StepRun, phase: str) -> str:
         error = f"internal error in {run.step.kind} step: {type(exc).__name__}: {exc}"
         sink.log(error, "stderr")
     finally:
-        sink.close()
+        _until_written(sink.close, "store the step's last events", run.pk)
     if ok and phase == "preview":
-        lifecycle.request_approval(run, result)
+        _until_written(lambda: lifecycle.request_approval(run, result), "record the preview", run.pk)
         return "awaiting-approval"
-    lifecycle.mark_finished(run, ok=ok, result=result, error=error)
+    _until_written(lambda: lifecycle.mark_finished(run, ok=ok, result=result, error=error, worker=worker),
+                   "record the step's outcome", run.pk)
     return "succeeded" if ok else "failed"
 
 

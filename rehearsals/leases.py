@@ -20,7 +20,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from .audit import record
-from .lifecycle import LEASED, announce, lease_seconds, lock_run
+from .lifecycle import LEASED, WORKER_LOST, announce, lease_seconds, lock_run
 from .models import StepRun
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def reap_expired_leases(now=None) -> list[StepRun]:
             since = timezone.localtime(run.heartbeat_at or run.started_at or now)
             run.status = S.FAILED
             run.finished_at = now
-            run.error = (f"worker lost (no heartbeat since {since:%Y-%m-%d %H:%M:%S %Z}; worker "
+            run.error = (f"{WORKER_LOST} (no heartbeat since {since:%Y-%m-%d %H:%M:%S %Z}; worker "
                          f"{run.worker or 'unknown'}): retry the step to run it again")
             run.lease_expires_at = None
             run.save(update_fields=["status", "finished_at", "error", "lease_expires_at"])

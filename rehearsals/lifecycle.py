@@ -209,9 +209,27 @@ def mark_running(step_run: StepRun, worker: str = "", attempt: int | None = None
     return True
 
 
+WORKER_LOST = "worker lost"  # the start of the reaper's error (leases.py)
+
+
+def _reaped_while_finishing(run: StepRun, worker: str) -> bool:
+    """The reaper declared this worker lost (its heartbeat could not reach the database) although it
+    was finishing: its real outcome replaces the guess, unless a retry has started since."""
+    return (run.status == S.FAILED and run.error.startswith(WORKER_LOST) and bool(worker)
+            and run.worker == worker[:200]
+            and not StepRun.objects.filter(rehearsal=run.rehearsal_id, step=run.step_id,
+                                           attempt__gt=run.attempt).exists())
+
+
 @transaction.atomic
-def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "") -> StepRun:
+def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "",
+                  worker: str = "") -> StepRun:
     run = lock_run(step_run)
+    if _reaped_while_finishing(run, worker):
+        record(run.rehearsal.incident, None, "step.worker_back",
+               f"Step {run.step.position} ({run.step.title}): worker {run.worker} was not lost after all; "
+               f"its outcome is recorded", rehearsal=run.rehearsal, step_run=run)
+        run.status = S.RUNNING
     if run.status not in {S.RUNNING, S.PREPARING}:
         # Cancelled while running: keep the cancellation, but keep the evidence too.
         run.result = result

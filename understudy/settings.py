@@ -247,6 +247,8 @@ UNDERSTUDY_LEASE_SECONDS = env.float("UNDERSTUDY_LEASE_SECONDS", default=30.0)
 UNDERSTUDY_REAPER_SECONDS = env.float("UNDERSTUDY_REAPER_SECONDS", default=10.0)
 if UNDERSTUDY_LEASE_SECONDS < 1 or UNDERSTUDY_REAPER_SECONDS <= 0:
     raise ImproperlyConfigured("UNDERSTUDY_LEASE_SECONDS must be at least 1 and UNDERSTUDY_REAPER_SECONDS above 0")
+# How long a worker keeps retrying to record a step's outcome while the database is away.
+UNDERSTUDY_FINISH_RETRY_SECONDS = env.float("UNDERSTUDY_FINISH_RETRY_SECONDS", default=600.0)
 # The queue of the housekeeping tasks (the reaper): one worker runs it with the beat scheduler beside it.
 UNDERSTUDY_CONTROL_QUEUE = env.str("UNDERSTUDY_CONTROL_QUEUE", default=CELERY_TASK_DEFAULT_QUEUE)
 CELERY_BEAT_SCHEDULE = {
@@ -254,6 +256,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "understudy.reap_expired_leases",
         "schedule": UNDERSTUDY_REAPER_SECONDS,
         # A reap that waited longer than one interval is superseded by the next one.
+        "options": {"queue": UNDERSTUDY_CONTROL_QUEUE, "expires": UNDERSTUDY_REAPER_SECONDS},
+    },
+    # Rows a process left unsent when it died (a live process retries its own with backoff).
+    "relay-dispatch-outbox": {
+        "task": "understudy.relay_outbox",
+        "schedule": UNDERSTUDY_REAPER_SECONDS,
         "options": {"queue": UNDERSTUDY_CONTROL_QUEUE, "expires": UNDERSTUDY_REAPER_SECONDS},
     },
 }

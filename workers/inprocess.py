@@ -18,6 +18,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models.signals import post_save
 
 from inventory.models import Hypervisor
+from rehearsals.dispatch import relay_pending
 from rehearsals.leases import reap_expired_leases
 from understudy.celery import app
 
@@ -69,12 +70,14 @@ def connect() -> None:
 
 
 def _reap_forever() -> None:
-    """What Celery beat does in the full stack: fail the steps whose worker stopped renewing its lease."""
+    """What Celery beat does in the full stack: fail the steps whose worker stopped renewing its lease,
+    send what the dispatch outbox holds."""
     stop = threading.Event()
     while not stop.wait(settings.UNDERSTUDY_REAPER_SECONDS):
         try:
             close_old_connections()
             reap_expired_leases()
+            relay_pending()  # what a process that died left unsent
         except Exception:  # noqa: BLE001 - the database may be briefly away; the next round tries again
             log.exception("the lease reaper failed; trying again in %ss", settings.UNDERSTUDY_REAPER_SECONDS)
             connection.close()

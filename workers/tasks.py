@@ -36,3 +36,8 @@ def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dic
 @shared_task(name=dispatch.DESTROY_LEFTOVER)
 def destroy_leftover(hypervisor_id: int, domain_name: str, actor_id: int | None = None) -> bool:
     return jobs.destroy_leftover(hypervisor_id, domain_name, actor_id)
+
+
+@shared_task(name=dispatch.RELAY_OUTBOX)
+def relay_outbox() -> int:
+    return dispatch.relay_pending()

@@ -9,7 +9,7 @@ import pytest
 from rehearsals import transitions
 from rehearsals.models import StepRun
 from tests.support.runs import wait_until
-from tests.support.workers import require_full_stack, start_worker
+from tests.support.workers import require_full_stack, start_worker, use_broker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fullstack]
 S = StepRun.Status
@@ -30,26 +30,13 @@ def broker(request):
     require_full_stack()
     from django.conf import settings
 
-    from understudy.celery import app
-
     if request.param == "redis":
         yield settings.REDIS_URL
         return
     if not _reachable("127.0.0.1", 5672):
         pytest.skip(f"RabbitMQ is not running on 127.0.0.1:5672 ({RABBITMQ})")
-    before = app.conf.broker_url
-
-    def switch(url):
-        app.pool.force_close_all()
-        app.conf.broker_url = url
-        app._pool = None  # the connection pool and the producer pool are built from broker_url once
-        app.amqp._producer_pool = None
-
-    switch(RABBITMQ)
-    try:
+    with use_broker(RABBITMQ):
         yield RABBITMQ
-    finally:
-        switch(before)
 
 
 def test_each_hypervisors_steps_run_on_its_own_worker_at_the_same_time(broker, make_rehearsal, host_row,

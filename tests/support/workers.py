@@ -53,8 +53,8 @@ def start_worker(queues: list[str], name: str, log_dir: Path, *, beat: bool = Fa
     from tests.support.database import database_url_for_subprocess
 
     log = log_dir / f"{name}.log"
-    full_env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), UNDERSTUDY_INPROCESS_WORKER="0",
-                    **(env or {}))
+    full_env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), UNDERSTUDY_INPROCESS_WORKER="0")
+    full_env.update(env or {})
     cmd = [sys.executable, "-m", "celery", "-A", "understudy", "worker", "-Q", ",".join(queues),
            "-n", f"{name}@%h", "--pool", "threads", "--concurrency", "2", "--without-heartbeat",
            "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
@@ -68,3 +68,31 @@ def start_worker(queues: list[str], name: str, log_dir: Path, *, beat: bool = Fa
             raise RuntimeError(f"celery worker {name} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     return WorkerProcess(name, proc, log)
+
+
+class use_broker:
+    """Make this process's Celery app send through ``url`` (e.g. RabbitMQ, or a proxy in front of
+    Redis) until the block ends; the connection and producer pools are built from it again."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @staticmethod
+    def _switch(url: str) -> None:
+        from understudy.celery import app
+
+        # The connection and producer pools are built from broker_url once; kombu keeps each URL's
+        # producer pool in a registry, so the pools of the URL switched away from stay open for the way back.
+        app.conf.broker_url = url
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    def __enter__(self) -> str:
+        from understudy.celery import app
+
+        self.before = app.conf.broker_url
+        self._switch(self.url)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self._switch(self.before)
