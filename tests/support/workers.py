@@ -29,8 +29,9 @@ class WorkerProcess:
     log: Path
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no ack, no last heartbeat — as when a host dies."""
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL to the worker and its children (SSH clients): no shutdown, no ack, no last
+        heartbeat — as when its host dies."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
@@ -60,7 +61,8 @@ def start_worker(queues: list[str], name: str, log_dir: Path, *, beat: bool = Fa
            "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
     if beat:
         cmd += ["--beat", "--schedule", str(log_dir / f"{name}-beat-schedule")]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=full_env)
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=full_env,
+                            start_new_session=True)
     deadline = time.monotonic() + timeout
     while b"ready." not in log.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
