@@ -1,393 +1,305 @@
 #!/usr/bin/env python3
-"""Load check: several rehearsals streaming big logs at once on two workers, while pages and the API are requested.
+"""Load check: rehearsals streaming big logs at once on two workers, over Redis + PostgreSQL, while
+pages and the API are requested at a fixed rate.
 
-The full stack on loopback, every part a real process:
-  - PostgreSQL (a database of its own, made and dropped by the benchmark) and Redis (one db: Celery's broker and
-    results, and the channel layer);
-  - two Celery worker processes, one per hypervisor queue, as two hypervisor hosts would run them;
-  - the dashboard (``manage.py serve``: daphne, HTTP + WebSocket), with no in-process worker;
-  - an sshd test host as the production host.
---runs production runs (started with an override: each is one ``command`` step that prints --lines lines) are
-split over the two hypervisors and started at the same moment. One WebSocket client per run, logged in as ops,
-receives its frames; meanwhile a fixed-rate load (--rate requests/s, open loop: each request's latency counts
-from the moment it was due, so a slow server cannot hide by slowing the client down) asks for the incidents
-page, a rehearsal page and three API endpoints.
+Setup (this machine, loopback only): PostgreSQL (DATABASE_URL) and Redis (REDIS_URL) must be set; a real
+sshd test host stands in for each rehearsal's clone; the web is ``manage.py serve`` (daphne) in its own
+process; two ``celery worker`` processes, one per hypervisor queue; --rehearsals dress rehearsals (half on
+each hypervisor), each one command step printing --lines lines (``seq``). One WebSocket client per
+rehearsal (a raw RFC 6455 client, logged in with a session cookie) counts every event frame and its
+latency (receive time − the engine's event time, same clock); an HTTP client requests the rehearsal page
+and ``GET /api/v1/rehearsals/`` alternately at --rate requests/s with a personal API token or the session.
 
-Measured:
-  - events/s end to end (first log line emitted → last received), aggregate over the runs;
-  - latency worker → WebSocket client: the event's ``ts`` (set where the worker read the line) to its arrival;
-  - p50/p95 latency of the page and API requests, and their errors;
-  - lost and duplicated events: every (step run, seq) the database holds must arrive exactly once.
-Baseline, in the same run: the same commands over SSH with nothing but reading their output (the rate at which the
-production host produces the lines), so ``events/s ÷ baseline lines/s`` says what the event path costs.
+Measured: events/s end to end (all events received by the clients / time from the first start to the
+last event received), p50/p95 event latency worker → WebSocket client, p50/p95 page and API latency,
+HTTP errors, lost and duplicated events per step run (received seqs against the step run's last_seq).
+Baseline in the same run: one rehearsal alone, without HTTP load (the ratio shows what the load costs).
 
-Targets: ≥ 15,000 events/s aggregate, p95 event latency ≤ 100 ms, p95 API ≤ 200 ms, 0 errors, 0 lost or duplicated.
-
-Usage:  .venv/bin/python bench/bench_load.py [--runs 4] [--lines 100000] [--rate 20]
-Needs PostgreSQL on 127.0.0.1:5432 (trust) and Redis on 127.0.0.1:6379 (or --pg / --redis).
+Usage:  DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/bench_load.py
+          [--lines 200000] [--rehearsals 4] [--rate 20]
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
+import datetime as dt
+import itertools
 import json
 import os
 import shutil
+import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+import urllib.request
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def percentile(values: list[float], q: float) -> float:
+# ---------------------------------------------------------------- a minimal WebSocket client
+
+class WsClient(threading.Thread):
+    """Receives every frame of one rehearsal's socket; records (step_run, seq, latency) per event."""
+
+    def __init__(self, port: int, path: str, cookie: str):
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           f"Origin: http://127.0.0.1:{port}\r\nCookie: sessionid={cookie}\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"WebSocket refused: {head[:200]!r}")
+        self.events: list[tuple[int, int, float]] = []
+        self.last_received = 0.0
+        self.stopped = False
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def run(self) -> None:
+        message = b""
+        try:
+            while not self.stopped:
+                b1, b2 = self._read(2)
+                n = b2 & 0x7F
+                if n == 126:
+                    n = struct.unpack(">H", self._read(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", self._read(8))[0]
+                payload = self._read(n)
+                opcode = b1 & 0x0F
+                if opcode == 0x9:
+                    self._send(0xA, payload)  # pong
+                    continue
+                if opcode == 0x8:
+                    return
+                message += payload
+                if not b1 & 0x80:
+                    continue
+                now = time.time()
+                data, message = json.loads(message), b""
+                for frame in data.get("frames", []):
+                    if frame.get("type") == "event":
+                        ts = dt.datetime.fromisoformat(frame["ts"]).timestamp()
+                        self.events.append((frame["step_run"], frame["seq"], now - ts))
+                        self.last_received = now
+        except (EOFError, OSError):
+            return
+
+
+def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[k]
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+# ---------------------------------------------------------------- processes
+
+def start_process(cmd: list[str], log: Path, env: dict, ready: bytes, timeout: float = 60) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                            start_new_session=True)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def make_database(pg: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{pg}/{name}"
-
-
-def drop_database(pg: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def start_process(argv: list[str], log: Path, env: dict, ready: bytes, what: str) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: proc.poll() is not None or ready in log.read_bytes(), 90, what)
-    except TimeoutError:
-        proc.kill()
-        raise
-    if proc.poll() is not None:
-        raise RuntimeError(f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}")
+    while ready not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"{cmd[:5]} did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
     return proc
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def baseline_lines_per_second(endpoint, command: str, runs: int) -> tuple[float, int]:
-    """The production host's own rate: ``runs`` copies of the command at once over SSH, output read and dropped."""
-    from workers.engines.ssh import Session
-
-    counts = [0] * runs
-
-    def one(i: int) -> None:
-        with Session.connect(endpoint) as session:
-            proc = session.start(command)
-            for _line in proc.lines():
-                counts[i] += 1
-            proc.wait()
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0), sum(counts)
-
-
-class SocketClient:
-    """One WebSocket per rehearsal: every frame's (step run, seq), its arrival time and its ``ts``."""
-
-    def __init__(self, url: str, cookie: str, origin: str):
-        self.url, self.cookie, self.origin = url, cookie, origin
-        self.seen: dict[tuple[int, int], int] = {}
-        self.latencies: list[float] = []
-        self.first_arrival: float | None = None
-        self.last_arrival: float | None = None
-        self.done = asyncio.Event()
-        self.finished_runs: set[int] = set()
-
-    async def run(self, stop: asyncio.Event, connected: asyncio.Event) -> None:
-        import websockets
-
-        headers = {"Cookie": f"sessionid={self.cookie}", "Origin": self.origin}
-        async with websockets.connect(self.url, additional_headers=headers, max_size=2**22) as ws:
-            connected.set()
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    continue
-                now = time.time()
-                frame = json.loads(raw)
-                for item in frame.get("frames", []) if frame.get("type") == "batch" else [frame]:
-                    self.take(item, now)
-
-    def take(self, frame: dict, now: float) -> None:
-        if frame.get("type") == "event":
-            key = (frame["step_run"], frame["seq"])
-            self.seen[key] = self.seen.get(key, 0) + 1
-            if frame.get("kind") == "log":
-                ts = datetime.fromisoformat(frame["ts"]).timestamp()
-                self.latencies.append(now - ts)
-                self.first_arrival = self.first_arrival or now
-                self.last_arrival = now
-        elif frame.get("type") == "status" and frame.get("status") in ("succeeded", "failed"):
-            self.finished_runs.add(frame.get("step_run"))
-
-
-def http_load(base: str, urls: list[tuple[str, dict]], rate: float, stop: threading.Event) -> list[dict]:
-    """Open-loop load: request i is due at t0 + i/rate; its latency counts from when it was due."""
-    import requests
-
-    results: list[dict] = []
-    lock = threading.Lock()
-    local = threading.local()
-
-    def fetch(due: float, path: str, headers: dict) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        try:
-            response = session.get(base + path, headers=headers, timeout=30, allow_redirects=False)
-            ok = response.status_code == 200
-            status = response.status_code
-        except requests.RequestException as exc:
-            ok, status = False, repr(exc)
-        with lock:
-            results.append({"path": path, "ok": ok, "status": status,
-                            "latency": time.perf_counter() - due, "api": path.startswith("/api/")})
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        t0 = time.perf_counter()
-        i = 0
-        while not stop.is_set():
-            due = t0 + i / rate
-            path, headers = urls[i % len(urls)]
-            pool.submit(fetch, due, path, headers)
-            i += 1
-            sleep = due - time.perf_counter()
-            if sleep > 0:
-                stop.wait(sleep)
-    return results
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=4, help="rehearsals streaming at once (split over two workers)")
-    ap.add_argument("--lines", type=int, default=100_000, help="log lines each run's step prints")
-    ap.add_argument("--rate", type=float, default=20.0, help="page and API requests per second")
-    ap.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/7")
-    ap.add_argument("--port", type=int, default=8765)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=200_000, help="log lines per rehearsal")
+    ap.add_argument("--rehearsals", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=20, help="page + API requests per second")
     args = ap.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
+        sys.exit("bench_load: set DATABASE_URL=postgres://… and REDIS_URL=redis://… (the full stack)")
 
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    db_name = f"understudy_bench_load_{os.getpid()}"
-    database_url = make_database(args.pg, db_name)
-    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=args.redis, UNDERSTUDY_DATA_DIR=str(work / "var"),
-               UNDERSTUDY_INPROCESS_WORKER="0", CHANNELS_PREFIX=f"bench-load-{os.getpid()}",
-               DJANGO_SETTINGS_MODULE="understudy.settings", LOG_LEVEL="WARNING",
-               SECRET_KEY=os.urandom(32).hex())
-    os.environ.update(env)
+    os.environ["UNDERSTUDY_DATA_DIR"] = str(work / "var")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "understudy.settings")
+    os.environ["UNDERSTUDY_INPROCESS_WORKER"] = "0"
     import django
 
     django.setup()
-    from django.contrib.auth.models import Group, Permission, User
+    from django.contrib.auth.models import Group, User
     from django.core.management import call_command
     from django.test import Client
+    from django.utils import timezone
 
-    from accounts import tokens
     from incidents.models import Incident
     from inventory.models import Hypervisor, ProductionHost
     from rehearsals import transitions
-    from rehearsals.models import StepEvent, StepRun
+    from rehearsals.models import Clone, StepRun
     from runbooks.models import Runbook, StepSpec
     from testbed.host import TestHost
 
     call_command("migrate", verbosity=0)
-    import redis
-
-    redis.Redis.from_url(args.redis).flushdb()
-    host = TestHost(work / "prod", hostname="bench-production", scenario=True).start()
+    tag = uuid.uuid4().hex[:6]
+    env = dict(os.environ)
     procs: list[subprocess.Popen] = []
+    host = TestHost(work / "clone", hostname="bench-clone").start()
     try:
-        command = f"seq 1 {args.lines} | sed 's/^/streamed log line number /'"
-        ops = User.objects.create_user("bench-ops")
+        ops = User.objects.create_user(f"bench-ops-{tag}", password="x")
         ops.groups.add(Group.objects.get_or_create(name="ops")[0])
-        ops.user_permissions.add(Permission.objects.get(codename="run_production"))
-        _, token = tokens.issue(ops, "bench", days=1)
         client = Client()
         client.force_login(ops)
         cookie = client.cookies["sessionid"].value
-        prod = ProductionHost.objects.create(name=host.hostname, address=host.address, port=host.port,
-                                             user=host.user, key_path=str(host.client_key_path),
-                                             host_key=host.host_public_key)
-        base_rate, base_lines = baseline_lines_per_second(prod.endpoint(), command, args.runs)
-        hypervisors = [Hypervisor.objects.create(name=f"bench-{x}", libvirt_uri="test:///default",
-                                                 queue=f"bench-load-{x}", storage_dir=str(work / f"hv-{x}"))
-                       for x in ("a", "b")]
-        runbook = Runbook.objects.create(name="bench load", version=1)
-        StepSpec.objects.create(runbook=runbook, position=1, kind="command", title=f"print {args.lines} lines",
-                                target="production", params={"command": command})
-        rehearsals = []
-        for i in range(args.runs):
-            incident = Incident.objects.create(title=f"load {i}", production_host=prod, broken_service="minidb",
-                                               opened_by=ops)
-            rehearsals.append(transitions.create_rehearsal(
-                incident, runbook, hypervisors[i % 2], ops, mode="production",
-                override_reason="load benchmark: the step only prints"))
-
-        for hv in hypervisors:
+        prod = ProductionHost.objects.create(
+            name=f"bench-{tag}", address="127.0.0.1", port=1, user="root",
+            host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
+        hvs = [Hypervisor.objects.create(name=f"bench-{tag}-{i}", libvirt_uri="test:///default",
+                                         queue=f"bench-{tag}-{i}", storage_dir=str(work / f"hv{i}"))
+               for i in range(2)]
+        port = free_port()
+        procs.append(start_process([sys.executable, "manage.py", "serve", "--port", str(port), "--no-worker"],
+                                   work / "web.log", env, b"understudy at"))
+        for hv in hvs:
             procs.append(start_process(
                 [sys.executable, "-m", "celery", "-A", "understudy", "worker", "-Q", hv.queue, "-n",
-                 f"{hv.queue}@%h", "--pool", "threads", "--concurrency", "2", "--without-heartbeat",
-                 "--without-mingle", "--without-gossip", "--loglevel", "WARNING"],
-                work / f"{hv.queue}.log", env, b"", f"worker {hv.queue}"))
-        procs.append(start_process([sys.executable, "manage.py", "serve", "--port", str(args.port), "--no-worker"],
-                                   work / "serve.log", env, b"understudy at", "the dashboard"))
-        base = f"http://127.0.0.1:{args.port}"
-        import requests
+                 f"{hv.queue}@%h", "--pool", "threads", "-c", "4", "--without-heartbeat", "--without-mingle",
+                 "--without-gossip", "--loglevel", "INFO"], work / f"{hv.queue}.log", env, b"ready."))
 
-        def answers() -> bool:
-            try:
-                return requests.get(f"{base}/login/", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
+        serial = itertools.count(1)
 
-        wait_for(answers, 60, "the dashboard")
+        def make(n: int, hv) -> tuple:
+            incident = Incident.objects.create(title=f"bench {n}", production_host=prod, broken_service="x",
+                                               opened_by=ops)
+            runbook = Runbook.objects.create(name=f"bench load {tag} {next(serial)}", version=1)
+            StepSpec.objects.create(runbook=runbook, position=1, kind="command", title="big log", target="clone",
+                                    params={"command": f"seq 1 {args.lines} | sed 's/^/line of rehearsal {n}: /'"})
+            r = transitions.create_rehearsal(incident, runbook, hv, ops)
+            Clone.objects.create(rehearsal=r, hypervisor=hv, status=Clone.Status.RUNNING, domain_name=f"b-{tag}-{runbook.pk}",
+                                 address=host.address, port=host.port, user=host.user,
+                                 key_path=str(host.client_key_path), host_key=host.host_public_key,
+                                 point_in_time=timezone.now())
+            return r
 
-        api = {"Authorization": f"Bearer {token}"}
-        page = {"Cookie": f"sessionid={cookie}"}
-        r0 = rehearsals[0]
-        urls = [("/", page), (f"/rehearsals/{r0.pk}/", page), ("/api/v1/rehearsals/", api),
-                (f"/api/v1/rehearsals/{r0.pk}/", api), ("/api/v1/incidents/", api)]
+        def round_(count: int, http: bool) -> dict:
+            rehearsals = [make(i, hvs[i % 2]) for i in range(count)]
+            clients = [WsClient(port, f"/ws/rehearsals/{r.pk}/?after={quote('{}')}", cookie) for r in rehearsals]
+            for c in clients:
+                c.start()
+            stop = threading.Event()
+            http_page, http_api, errors = [], [], []
 
-        clients = [SocketClient(f"ws://127.0.0.1:{args.port}/ws/rehearsals/{r.pk}/", cookie, base)
-                   for r in rehearsals]
-        stop_sockets = asyncio.Event()
-        stop_load = threading.Event()
-        load_results: list[dict] = []
+            def load() -> None:
+                i, start = 0, time.monotonic()
+                while not stop.is_set():
+                    url = (f"http://127.0.0.1:{port}/api/v1/rehearsals/" if i % 2 else
+                           f"http://127.0.0.1:{port}/rehearsals/{rehearsals[i % count].pk}/")
+                    req = urllib.request.Request(url, headers={"Cookie": f"sessionid={cookie}"})
+                    t = time.perf_counter()
+                    try:
+                        with urllib.request.urlopen(req, timeout=10) as resp:
+                            resp.read()
+                            if resp.status != 200:
+                                errors.append(f"{url}: {resp.status}")
+                    except Exception as exc:  # noqa: BLE001 - counted and shown
+                        errors.append(f"{url}: {exc}")
+                    (http_api if i % 2 else http_page).append(time.perf_counter() - t)
+                    i += 1
+                    stop.wait(max(0.0, start + i / args.rate - time.monotonic()))
 
-        async def drive() -> None:
-            connected = [asyncio.Event() for _ in clients]
-            tasks = [asyncio.create_task(c.run(stop_sockets, e)) for c, e in zip(clients, connected)]
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), 30)
-            loop = asyncio.get_running_loop()
-            load = loop.run_in_executor(None, lambda: load_results.extend(
-                http_load(base, urls, args.rate, stop_load)))
-            t_start = time.time()
-            await loop.run_in_executor(None, lambda: [transitions.start(r, ops) for r in rehearsals])
-
-            def all_done() -> bool:
-                runs = StepRun.objects.filter(rehearsal__in=rehearsals)
-                return runs.count() == len(rehearsals) and all(
-                    s in (StepRun.Status.SUCCEEDED, StepRun.Status.FAILED) for s in runs.values_list("status", flat=True))
-
-            deadline = time.monotonic() + 30 + args.lines * args.runs / 500
-            while not await loop.run_in_executor(None, all_done):
+            loader = threading.Thread(target=load, daemon=True)
+            if http:
+                loader.start()
+            t0 = time.time()
+            runs = [transitions.start(r, ops) for r in rehearsals]
+            final = {StepRun.Status.SUCCEEDED, StepRun.Status.FAILED}
+            deadline = time.monotonic() + 600
+            while any(StepRun.objects.get(pk=run.pk).status not in final for run in runs):
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the runs did not finish")
-                await asyncio.sleep(0.5)
-            expected = await loop.run_in_executor(None, lambda: StepEvent.objects.filter(
-                step_run__rehearsal__in=rehearsals).count())
-            # the last frames are in flight when the rows are committed: wait for them (bounded)
+                    raise RuntimeError("the steps did not finish in 10 minutes")
+                time.sleep(0.2)
+            runs = [StepRun.objects.get(pk=run.pk) for run in runs]
+            expected = sum(run.last_seq for run in runs)
             settle = time.monotonic() + 30
-            while sum(len(c.seen) for c in clients) < expected and time.monotonic() < settle:
-                await asyncio.sleep(0.2)
-            stop_load.set()
-            await load
-            stop_sockets.set()
-            await asyncio.gather(*tasks)
-            drive.elapsed = time.time() - t_start
+            while sum(len(c.events) for c in clients) < expected and time.monotonic() < settle:
+                time.sleep(0.1)
+            stop.set()
+            for c in clients:
+                c.stopped = True
+            events = [e for c in clients for e in c.events]
+            seen = {(sr, seq) for sr, seq, _ in events}
+            wanted = {(run.pk, s) for run in runs for s in range(1, run.last_seq + 1)}
+            last = max((c.last_received for c in clients), default=t0)
+            lat = [l for _, _, l in events]
+            return {"statuses": sorted({run.status for run in runs}), "events": len(events),
+                    "expected": expected, "lost": len(wanted - seen), "duplicated": len(events) - len(seen),
+                    "seconds": last - t0, "rate": len(events) / (last - t0) if last > t0 else 0,
+                    "lat50": pct(lat, 50), "lat95": pct(lat, 95), "page50": pct(http_page, 50),
+                    "page95": pct(http_page, 95), "api50": pct(http_api, 50), "api95": pct(http_api, 95),
+                    "requests": len(http_page) + len(http_api), "errors": errors,
+                    "workers": sorted({run.worker.split("@")[0] for run in runs})}
 
-        asyncio.run(drive())
-
-        statuses = sorted(set(StepRun.objects.filter(rehearsal__in=rehearsals).values_list("status", flat=True)))
-        stored = set(StepEvent.objects.filter(step_run__rehearsal__in=rehearsals).values_list("step_run_id", "seq"))
-        received = {k for c in clients for k in c.seen}
-        duplicated = sum(n - 1 for c in clients for n in c.seen.values() if n > 1)
-        lost = len(stored - received)
-        logs = sum(len(c.latencies) for c in clients)
-        first = min(c.first_arrival for c in clients if c.first_arrival)
-        first_ts = min(StepEvent.objects.filter(step_run__rehearsal__in=rehearsals, kind="log")
-                       .values_list("ts", flat=True)).timestamp()
-        last = max(c.last_arrival for c in clients if c.last_arrival)
-        events_per_s = logs / (last - first_ts)
-        latencies = [x for c in clients for x in c.latencies]
-        api_lat = [r["latency"] for r in load_results if r["api"]]
-        page_lat = [r["latency"] for r in load_results if not r["api"]]
-        errors = [r for r in load_results if not r["ok"]]
-
-        print(f"\n{args.runs} runs × {args.lines:,} lines on 2 workers (Redis + PostgreSQL), "
-              f"{args.rate:g} req/s of pages and API; step statuses: {statuses}")
-        print("\n| what | measured | target |")
-        print("|---|---|---|")
-        print(f"| events/s end to end (first line emitted → last received, {logs:,} log events) "
-              f"| {events_per_s:,.0f} | ≥ 15,000 |")
-        print(f"| baseline: the same {args.runs} commands over SSH, output only read ({base_lines:,} lines) "
-              f"| {base_rate:,.0f} lines/s | — |")
-        print(f"| end to end ÷ baseline | {events_per_s / base_rate:.2f} | — |")
-        print(f"| event latency worker → WebSocket p50 / p95 / max | {percentile(latencies, 50) * 1000:.0f} / "
-              f"{percentile(latencies, 95) * 1000:.0f} / {max(latencies) * 1000:.0f} ms | p95 ≤ 100 ms |")
-        print(f"| API latency p50 / p95 ({len(api_lat)} requests) | {percentile(api_lat, 50) * 1000:.0f} / "
-              f"{percentile(api_lat, 95) * 1000:.0f} ms | p95 ≤ 200 ms |")
-        print(f"| page latency p50 / p95 ({len(page_lat)} requests) | {percentile(page_lat, 50) * 1000:.0f} / "
-              f"{percentile(page_lat, 95) * 1000:.0f} ms | — |")
-        print(f"| request errors | {len(errors)} | 0 |")
-        print(f"| events stored / received / lost / duplicated | {len(stored):,} / {len(received):,} / {lost} / "
-              f"{duplicated} | 0 lost, 0 duplicated |")
-        print(f"| first frame after start | {first - first_ts:.2f} s after the first line | — |")
-        if errors:
-            print("errors (first 5):", errors[:5])
-    except BaseException:
-        for log in sorted(work.glob("*.log")):
-            shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-load-{log.name}")
-            print(f"--- {log.name} (last lines; whole log kept in {tempfile.gettempdir()}) ---\n"
-                  f"{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-        raise
+        base = round_(1, http=False)
+        load = round_(args.rehearsals, http=True)
+        print(f"{args.rehearsals} rehearsals × {args.lines:,} lines on 2 workers, HTTP at {args.rate}/s "
+              f"(baseline: 1 rehearsal, no HTTP load)")
+        print()
+        print("| measure | load | baseline | ratio load/baseline | target |")
+        print("|---|---|---|---|---|")
+        print(f"| events received / expected | {load['events']:,} / {load['expected']:,} | "
+              f"{base['events']:,} / {base['expected']:,} | — | all |")
+        print(f"| events/s end to end | {load['rate']:,.0f} | {base['rate']:,.0f} | "
+              f"{load['rate'] / base['rate']:.2f} | ≥ 15,000 |")
+        print(f"| wall time, first start → last event received | {load['seconds']:.1f} s | "
+              f"{base['seconds']:.1f} s | {load['seconds'] / base['seconds']:.2f} | — |")
+        print(f"| event latency p50 worker → WebSocket | {load['lat50'] * 1000:.0f} ms | "
+              f"{base['lat50'] * 1000:.0f} ms | {load['lat50'] / base['lat50']:.2f} | — |")
+        print(f"| event latency p95 worker → WebSocket | {load['lat95'] * 1000:.0f} ms | "
+              f"{base['lat95'] * 1000:.0f} ms | {load['lat95'] / base['lat95']:.2f} | ≤ 100 ms |")
+        print(f"| page p50 / p95 ({load['requests']} requests in all) | {load['page50'] * 1000:.0f} / "
+              f"{load['page95'] * 1000:.0f} ms | — | — | — |")
+        print(f"| API p50 / p95 | {load['api50'] * 1000:.0f} / {load['api95'] * 1000:.0f} ms | — | — | p95 ≤ 200 ms |")
+        print(f"| HTTP errors | {len(load['errors'])} | — | — | 0 |")
+        print(f"| lost / duplicated events | {load['lost']} / {load['duplicated']} | "
+              f"{base['lost']} / {base['duplicated']} | — | 0 / 0 |")
+        print(f"| step statuses; workers used | {load['statuses']}; {load['workers']} | {base['statuses']} | — | — |")
+        for e in load["errors"][:5]:
+            print("error:", e)
     finally:
-        for proc in procs:
-            stop_process(proc)
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=20)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
         host.stop()
-        host.discard_rootfs()
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(args.pg, db_name)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,11 +10,15 @@ hypervisor's libvirt and disks; each records its outcome on the timeline.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from inventory.models import Hypervisor
@@ -28,6 +32,7 @@ from workers.engines.ssh import Endpoint, Session
 from . import lifecycle
 from .audit import record
 from .events import StepEventSink, publish_status
+from .leases import Heartbeat
 from .models import Clone, Rehearsal, StepRun
 
 log = logging.getLogger(__name__)
@@ -113,15 +118,45 @@ def _actor(actor_id: int | None):
     return get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
 
 
-def execute_step_run(step_run_id: int, phase: str = "run") -> str:
-    """``phase``: "run" executes the step; "preview" computes the plan an approver will see."""
+def execute_step_run(step_run_id: int, phase: str = "run", *, worker: str = "", attempt: int | None = None) -> str:
+    """``phase``: "run" executes the step; "preview" computes the plan an approver will see.
+
+    Idempotent by (step run, attempt): a redelivered task for a run that already started or ended,
+    or for another attempt than the run's, does nothing. While the step runs, ``worker`` renews its
+    lease (``leases.Heartbeat``); if the worker dies, the reaper fails the step."""
     close_old_connections()
     run = StepRun.objects.select_related("rehearsal__incident__production_host", "rehearsal__hypervisor",
                                          "step").get(pk=step_run_id)
-    ready = lifecycle.mark_preparing(run) if phase == "preview" else lifecycle.mark_running(run)
+    worker = worker or f"pid-{os.getpid()}@{socket.gethostname()}"
+    ready = (lifecycle.mark_preparing(run, worker, attempt) if phase == "preview"
+             else lifecycle.mark_running(run, worker, attempt))
     if not ready:
-        log.info("step run %s is %s; not running its %s", run.pk, run.status, phase)
+        log.info("step run %s (attempt %s) is %s; not running its %s", run.pk, run.attempt, run.status, phase)
         return "not-run"
+    with Heartbeat(run.pk, worker):
+        return _execute(run, phase, worker)
+
+
+def _until_written(write, what: str, step_run_id: int):
+    """Run ``write`` (a database write that records what happened on a host) until the database takes
+    it: a lost or restarting database is retried with backoff for ``UNDERSTUDY_FINISH_RETRY_SECONDS``,
+    so a step's outcome is not lost to a database blip."""
+    deadline = time.monotonic() + settings.UNDERSTUDY_FINISH_RETRY_SECONDS
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("step run %s: could not %s (%s); trying again in %.1fs", step_run_id, what,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, pause)
+            connection.close()  # a broken connection is reopened by the next query
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _execute(run: StepRun, phase: str, worker: str) -> str:
     kind = registry.get(run.step.kind)
     sink = StepEventSink(run)
     ok, result, error = False, {}, ""
@@ -137,11 +172,12 @@ def execute_step_run(step_run_id: int, phase: str = "run") -> str:
         error = f"internal error in {run.step.kind} step: {type(exc).__name__}: {exc}"
         sink.log(error, "stderr")
     finally:
-        sink.close()
+        _until_written(sink.close, "store the step's last events", run.pk)
     if ok and phase == "preview":
-        lifecycle.request_approval(run, result)
+        _until_written(lambda: lifecycle.request_approval(run, result), "record the preview", run.pk)
         return "awaiting-approval"
-    lifecycle.mark_finished(run, ok=ok, result=result, error=error)
+    _until_written(lambda: lifecycle.mark_finished(run, ok=ok, result=result, error=error, worker=worker),
+                   "record the step's outcome", run.pk)
     return "succeeded" if ok else "failed"
 
 

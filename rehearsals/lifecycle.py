@@ -15,8 +15,10 @@ StepRun lifecycle::
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -135,10 +137,34 @@ def step_succeeded(run: StepRun) -> None:
 
 # ---------------------------------------------------------------- worker side
 
+LEASED = (S.RUNNING, S.PREPARING)  # the statuses in which a worker holds a lease (see leases.py)
+LEASE_FIELDS = ["worker", "heartbeat_at", "lease_expires_at"]
+
+
+def lease_seconds() -> float:
+    return float(settings.UNDERSTUDY_LEASE_SECONDS)
+
+
+def _take_lease(run: StepRun, worker: str) -> None:
+    now = timezone.now()
+    run.worker = worker[:200]
+    run.heartbeat_at = now
+    run.lease_expires_at = now + timedelta(seconds=lease_seconds())
+
+
+def _picked_up(run: StepRun, attempt: int | None) -> bool:
+    """The task was sent for this attempt (a redelivered task of an older attempt does nothing)."""
+    return attempt is None or attempt == run.attempt
+
+
 @transaction.atomic
-def mark_preparing(step_run: StepRun) -> bool:
+def mark_preparing(step_run: StepRun, worker: str = "", attempt: int | None = None) -> bool:
     run = lock_run(step_run)
-    return run.status == S.PREPARING
+    if run.status != S.PREPARING or run.lease_expires_at is not None or not _picked_up(run, attempt):
+        return False  # cancelled, or a redelivery of a preview another worker has taken
+    _take_lease(run, worker)
+    run.save(update_fields=LEASE_FIELDS)
+    return True
 
 
 @transaction.atomic
@@ -149,7 +175,8 @@ def request_approval(step_run: StepRun, plan: dict[str, Any]) -> StepRun | None:
         return None  # cancelled meanwhile
     run.status = S.AWAITING_APPROVAL
     run.result = {"preview": plan}
-    run.save(update_fields=["status", "result"])
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "result", "lease_expires_at"])
     Approval.objects.create(step_run=run, requested_by=run.requested_by, plan=plan)
     record(run.rehearsal.incident, run.requested_by, "approval.requested",
            f"Step {run.step.position} ({run.step.title}) needs a second person's approval of its preview",
@@ -164,24 +191,45 @@ def approved_plan(step_run: StepRun) -> dict[str, Any] | None:
 
 
 @transaction.atomic
-def mark_running(step_run: StepRun) -> bool:
-    """Worker picked the task up. False if the run was cancelled meanwhile (do nothing)."""
+def mark_running(step_run: StepRun, worker: str = "", attempt: int | None = None) -> bool:
+    """Worker picked the task up and takes the lease. False — do nothing — if the run was
+    cancelled meanwhile, or already ran (a redelivered task), or the task was for another attempt."""
     run = lock_run(step_run)
-    if run.status != S.QUEUED:
+    if run.status != S.QUEUED or not _picked_up(run, attempt):
         return False
     run.status = S.RUNNING
     run.started_at = timezone.now()
-    run.save(update_fields=["status", "started_at"])
+    _take_lease(run, worker)
+    run.save(update_fields=["status", "started_at", *LEASE_FIELDS])
     record(run.rehearsal.incident, None, "step.started",
-           f"Step {run.step.position} ({run.step.title}) started, attempt {run.attempt}",
+           f"Step {run.step.position} ({run.step.title}) started, attempt {run.attempt}"
+           + (f" on {run.worker}" if run.worker else ""),
            rehearsal=run.rehearsal, step_run=run)
     announce(run)
     return True
 
 
+WORKER_LOST = "worker lost"  # the start of the reaper's error (leases.py)
+
+
+def _reaped_while_finishing(run: StepRun, worker: str) -> bool:
+    """The reaper declared this worker lost (its heartbeat could not reach the database) although it
+    was finishing: its real outcome replaces the guess, unless a retry has started since."""
+    return (run.status == S.FAILED and run.error.startswith(WORKER_LOST) and bool(worker)
+            and run.worker == worker[:200]
+            and not StepRun.objects.filter(rehearsal=run.rehearsal_id, step=run.step_id,
+                                           attempt__gt=run.attempt).exists())
+
+
 @transaction.atomic
-def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "") -> StepRun:
+def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error: str = "",
+                  worker: str = "") -> StepRun:
     run = lock_run(step_run)
+    if _reaped_while_finishing(run, worker):
+        record(run.rehearsal.incident, None, "step.worker_back",
+               f"Step {run.step.position} ({run.step.title}): worker {run.worker} was not lost after all; "
+               f"its outcome is recorded", rehearsal=run.rehearsal, step_run=run)
+        run.status = S.RUNNING
     if run.status not in {S.RUNNING, S.PREPARING}:
         # Cancelled while running: keep the cancellation, but keep the evidence too.
         run.result = result
@@ -191,7 +239,8 @@ def mark_finished(step_run: StepRun, *, ok: bool, result: dict[str, Any], error:
     run.finished_at = timezone.now()
     run.result = result
     run.error = error
-    run.save(update_fields=["status", "finished_at", "result", "error"])
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "finished_at", "result", "error", "lease_expires_at"])
     took = (run.finished_at - run.started_at).total_seconds() if run.started_at else 0
     if ok:
         record(run.rehearsal.incident, None, "step.succeeded",

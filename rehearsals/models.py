@@ -110,6 +110,13 @@ class StepRun(models.Model):
     progress = models.JSONField(default=dict, blank=True, help_text="Latest progress event payload.")
     task_id = models.CharField(max_length=64, blank=True)
     last_seq = models.PositiveBigIntegerField(default=0, help_text="Highest StepEvent.seq allocated.")
+    worker = models.CharField(max_length=200, blank=True,
+                              help_text="The Celery worker (its node name) that picked this attempt up.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When the worker last renewed its lease.")
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="While running: the worker's lease. Past it, the reaper declares the worker lost.")
     carried_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_into",
         help_text="Status carried: the dress rehearsal's attempt whose work on the workbench this run reuses.")
@@ -301,3 +308,31 @@ class Finding(models.Model):
     @property
     def chunks_differ(self) -> int:
         return len(self.differing_chunks)
+
+
+class OutboxMessage(models.Model):
+    """A Celery task decided in a transaction, written in that same transaction and sent after it
+    commits (``dispatch``). While the broker cannot take it the row stays unsent, is retried with
+    backoff, and its step run shows "waiting for the broker"; nothing decided is lost."""
+
+    task = models.CharField(max_length=100)
+    args = models.JSONField(default=list)
+    queue = models.CharField(max_length=100)
+    step_run = models.ForeignKey(StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed sends so far.")
+    next_try_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["sent_at", "next_try_at"], name="outbox_unsent")]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args} → {self.queue} ({'sent' if self.sent_at else 'unsent'})"
+
+    @property
+    def task_id(self) -> str:
+        """Deterministic, so a message sent twice (a relay that died after sending) is the same task."""
+        return f"outbox-{self.pk}"

@@ -16,8 +16,9 @@ from accounts.roles import can_operate, can_run_production
 from runbooks.kinds import registry
 from workers.engines.endpoint import fingerprint
 
+from .dispatch import waiting_note
 from .lifecycle import live_clone, next_step, production_runs_needing
-from .models import Clone, Finding, Rehearsal
+from .models import Clone, Finding, Rehearsal, StepRun
 
 FINDINGS_SHOWN = 2000
 
@@ -119,7 +120,9 @@ def rehearsal_state(rehearsal: Rehearsal, user=None) -> dict:
                     "url": reverse("rehearsals:detail", args=[carried.rehearsal_id]) + f"#step-{spec.position}"},
                 "id": run.pk, "attempt": run.attempt, "status": run.status,
                 "status_label": run.get_status_display(), "error": run.error, "result": run.result,
-                "progress": run.progress, "last_seq": run.last_seq,
+                "progress": run.progress, "last_seq": run.last_seq, "worker": run.worker,
+                "waiting_note": waiting_note(run) if run.status in StepRun.ACTIVE else "",
+                "lease_expires_at": run.lease_expires_at.isoformat() if run.lease_expires_at else None,
                 "started_at": run.started_at.isoformat() if run.started_at else None,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                 "duration": run.duration_seconds,

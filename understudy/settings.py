@@ -244,6 +244,32 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Run a worker thread inside the web process (embedded default).
 UNDERSTUDY_INPROCESS_WORKER = env.bool("UNDERSTUDY_INPROCESS_WORKER", default=not REDIS_URL)
 
+# Leases: a worker renews its running step's lease every third of UNDERSTUDY_LEASE_SECONDS; the reaper
+# (every UNDERSTUDY_REAPER_SECONDS: Celery beat in the full stack, a thread beside the in-process worker
+# in the embedded default) fails a step whose lease expired ("worker lost").
+UNDERSTUDY_LEASE_SECONDS = env.float("UNDERSTUDY_LEASE_SECONDS", default=30.0)
+UNDERSTUDY_REAPER_SECONDS = env.float("UNDERSTUDY_REAPER_SECONDS", default=10.0)
+if UNDERSTUDY_LEASE_SECONDS < 1 or UNDERSTUDY_REAPER_SECONDS <= 0:
+    raise ImproperlyConfigured("UNDERSTUDY_LEASE_SECONDS must be at least 1 and UNDERSTUDY_REAPER_SECONDS above 0")
+# How long a worker keeps retrying to record a step's outcome while the database is away.
+UNDERSTUDY_FINISH_RETRY_SECONDS = env.float("UNDERSTUDY_FINISH_RETRY_SECONDS", default=600.0)
+# The queue of the housekeeping tasks (the reaper): one worker runs it with the beat scheduler beside it.
+UNDERSTUDY_CONTROL_QUEUE = env.str("UNDERSTUDY_CONTROL_QUEUE", default=CELERY_TASK_DEFAULT_QUEUE)
+CELERY_BEAT_SCHEDULE = {
+    "reap-expired-leases": {
+        "task": "understudy.reap_expired_leases",
+        "schedule": UNDERSTUDY_REAPER_SECONDS,
+        # A reap that waited longer than one interval is superseded by the next one.
+        "options": {"queue": UNDERSTUDY_CONTROL_QUEUE, "expires": UNDERSTUDY_REAPER_SECONDS},
+    },
+    # Rows a process left unsent when it died (a live process retries its own with backoff).
+    "relay-dispatch-outbox": {
+        "task": "understudy.relay_outbox",
+        "schedule": UNDERSTUDY_REAPER_SECONDS,
+        "options": {"queue": UNDERSTUDY_CONTROL_QUEUE, "expires": UNDERSTUDY_REAPER_SECONDS},
+    },
+}
+
 # Where hypervisors keep clone disks and staging trees unless a Hypervisor row says otherwise.
 UNDERSTUDY_DATA_DIR = DATA_DIR
 UNDERSTUDY_WORKER_KEY = env.str("UNDERSTUDY_WORKER_KEY", default=str(DATA_DIR / "keys" / "worker_ed25519"))

@@ -5,12 +5,17 @@ it concerns.
 """
 from celery import shared_task
 
-from rehearsals import dispatch, jobs
+from rehearsals import dispatch, jobs, leases
 
 
-@shared_task(name=dispatch.RUN_STEP, acks_late=True)
-def run_step(step_run_id: int, phase: str = "run") -> str:
-    return jobs.execute_step_run(step_run_id, phase)
+@shared_task(name=dispatch.RUN_STEP, acks_late=True, bind=True)
+def run_step(self, step_run_id: int, phase: str = "run", attempt: int | None = None) -> str:
+    return jobs.execute_step_run(step_run_id, phase, worker=self.request.hostname or "", attempt=attempt)
+
+
+@shared_task(name=dispatch.REAP_EXPIRED_LEASES)
+def reap_expired_leases() -> list[int]:
+    return [run.pk for run in leases.reap_expired_leases()]
 
 
 @shared_task(name=dispatch.STEP_JOB)
@@ -31,3 +36,8 @@ def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dic
 @shared_task(name=dispatch.DESTROY_LEFTOVER)
 def destroy_leftover(hypervisor_id: int, domain_name: str, actor_id: int | None = None) -> bool:
     return jobs.destroy_leftover(hypervisor_id, domain_name, actor_id)
+
+
+@shared_task(name=dispatch.RELAY_OUTBOX)
+def relay_outbox() -> int:
+    return dispatch.relay_pending()

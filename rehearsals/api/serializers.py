@@ -2,6 +2,7 @@
 lives in the function the view calls (``transitions``, ``incident_lifecycle``, ``actions``)."""
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from incidents.models import Incident
@@ -9,6 +10,7 @@ from inventory.models import Hypervisor, ProductionHost
 from runbooks.kinds import registry
 from runbooks.models import Runbook, StepSpec
 
+from ..dispatch import waiting_note
 from ..models import Approval, Finding, Rehearsal, StepRun, TimelineEntry
 from . import fields
 
@@ -181,12 +183,19 @@ class StepRunSerializer(fields.ModelSerializer):
     requested_by = _username()
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     approvals = ApprovalSerializer(many=True, read_only=True)
+    waiting_note = serializers.SerializerMethodField()
 
     class Meta:
         model = StepRun
         fields = ["id", "rehearsal", "step", "step_position", "step_title", "kind", "attempt", "status",
                   "requested_by", "queued_at", "started_at", "finished_at", "duration_seconds", "error", "result",
-                  "progress", "last_seq", "carried_from", "approvals"]
+                  "progress", "last_seq", "carried_from", "approvals", "worker", "heartbeat_at",
+                  "lease_expires_at", "waiting_note"]
+
+    @extend_schema_field(serializers.CharField())
+    def get_waiting_note(self, run: StepRun) -> str:
+        """"waiting for the broker (since …)" while the run's task could not be sent yet; empty otherwise."""
+        return waiting_note(run) if run.status in StepRun.ACTIVE else ""
 
 
 class FindingSerializer(fields.ModelSerializer):

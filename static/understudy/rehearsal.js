@@ -88,6 +88,7 @@
           c.duration !== null ? ` (took ${fmtSecs(c.duration)}) · ` : " · ",
           h("a", { href: c.url, text: "its log and result" }), "; not run again: this run continues on its workbench."));
       }
+      if (run.waiting_note) li.append(h("p", { class: "waiting-note", text: run.waiting_note }));
       if (run.error) li.append(h("p", { class: "error", text: run.error }));
       if (run.approval) {
         const a = run.approval;

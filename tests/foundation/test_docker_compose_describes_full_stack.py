@@ -18,6 +18,20 @@ def test_compose_has_the_full_stack():
     assert (ROOT / services["web"]["build"] / "Dockerfile").exists()
 
 
+def test_compose_runs_the_reaper_and_flower():
+    import tomllib
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    beat = [s for s in services.values() if "--beat" in s.get("command", [])]
+    assert len(beat) == 1, "exactly one scheduler: the lease reaper and the outbox relay run once"
+    command = beat[0]["command"]
+    assert command[command.index("-Q") + 1] == "understudy", "beat's tasks go to the control queue"
+    assert "flower" in services["flower"]["command"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("flower") for d in extras["flower"])
+    assert "[flower]" in (ROOT / "Dockerfile").read_text(), "the image installs the flower extra"
+
+
 # WeasyPrint renders the report's PDF with Pango and HarfBuzz, in DejaVu: without them the web
 # container serves every page but fails on each PDF.
 PDF_PACKAGES = ("fonts-dejavu-core", "libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz-subset0")
