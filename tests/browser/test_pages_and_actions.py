@@ -203,3 +203,84 @@ def test_ops_creates_a_dress_rehearsal_from_its_page_and_sees_the_gantt(host_row
     expect(page.locator("#rehearsal-status")).to_have_text("Succeeded")
     expect(row).to_contain_text("Succeeded")
     expect(page.locator("#live-gantt rect.bar.actual")).to_have_count(1)
+
+
+def test_ops_run_a_demo_like_rehearsal_end_to_end_from_the_browser(make_test_host, admin_account, users,
+                                                                    worker_hypervisor, live_server_url, browser):
+    """From the browser alone: an admin adds the host, ops open the incident, create a production run with
+    an override, run its steps on the real sshd host, a second ops member approves from the inbox, the last
+    step re-enables the service and the incident is resolved; the report opens."""
+    host = make_test_host("db12")
+    rb = Runbook.objects.create(name="demo-like", version=1)
+    StepSpec.objects.create(runbook=rb, position=1, kind="command", title="Disable the broken service",
+                            params={"command": "echo service stopped"}, milestone="service_disabled")
+    StepSpec.objects.create(runbook=rb, position=2, kind="manual", title="Review the repair", needs_approval=True,
+                            params={"instructions": "compare the datafile list with the vendor's"})
+    StepSpec.objects.create(runbook=rb, position=3, kind="command", title="Re-enable the service",
+                            params={"command": "hostname"}, milestone="service_restored")
+
+    admin = _as(browser, live_server_url, "root-admin", "admin-pass-123")
+    admin.goto(f"{live_server_url}/rehearsals/hosts/new/")
+    admin.get_by_label("Name").fill("db12")
+    admin.get_by_label("Address").fill(host.address)
+    admin.get_by_label("Port").fill(str(host.port))
+    admin.get_by_label("key path").fill(str(host.client_key_path))
+    admin.get_by_role("button", name="Scan the host key").click()
+    admin.get_by_role("button", name="This is the host's key: pin it and add the host").click()
+    expect(admin.locator(".messages")).to_contain_text("db12 added")
+
+    alice = _as(browser, live_server_url, "alice", "alice-pass-123")
+    alice.get_by_role("link", name="Open incident").click()
+    alice.get_by_label("Title").fill("minidb down on db12")
+    alice.get_by_label("Production host").select_option(label="db12")
+    alice.get_by_label("Broken service").fill("minidb")
+    alice.locator("main").get_by_role("button", name="Open incident").click()
+    incident = Incident.objects.get(title="minidb down on db12")
+    expect(alice).to_have_url(f"{live_server_url}/incidents/{incident.pk}/")
+    alice.get_by_role("link", name="New rehearsal…").click()
+    alice.get_by_label("Runbook version").select_option(label="demo-like v1")
+    expect(alice.locator("#runbook-steps")).to_contain_text("Re-enable the service")
+    alice.get_by_label("Hypervisor").select_option(label=worker_hypervisor.name)
+    alice.get_by_label("Production run — changes the real host").check()
+    alice.get_by_label("or override reason").fill("the vendor's fix is a single command; no clone needed")
+    shot(alice, "new-rehearsal")
+    alice.get_by_role("button", name="Create").click()
+    r = Rehearsal.objects.get(incident=incident)
+    expect(alice).to_have_url(f"{live_server_url}/rehearsals/{r.pk}/")
+    expect(alice.locator("#live")).to_have_text("live")
+    alice.click("#btn-start")
+    steps = alice.locator("#steps > li")
+    expect(steps.nth(0).locator(".step-head .badge")).to_have_text("Succeeded", timeout=30000)
+    expect(steps.nth(0)).to_contain_text("service stopped")                 # its output, from the real host
+    steps.nth(1).locator("button[data-action=advance]").click()
+    expect(steps.nth(1).locator(".step-head .badge")).to_have_text("Awaiting approval")
+    expect(steps.nth(1)).to_contain_text("another ops member approves it (four eyes)")
+
+    bob = _as(browser, live_server_url, "bob", "bob-pass-123")
+    bob.get_by_role("link", name="Approvals").click()
+    item = bob.locator("#waiting-for-me article").first
+    expect(item).to_contain_text("compare the datafile list with the vendor's")
+    item.get_by_label("Note").fill("list compared")
+    item.get_by_role("button", name="Approve").click()
+    expect(item.locator("[role=status]")).to_have_text("Approved")
+
+    expect(steps.nth(1).locator(".step-head .badge")).to_have_text("Awaiting confirmation")
+    steps.nth(1).locator("input.note").fill("matches the vendor's list")
+    steps.nth(1).locator("button[data-action=confirm]").click()
+    expect(steps.nth(1).locator(".step-head .badge")).to_have_text("Succeeded")
+    steps.nth(2).locator("button[data-action=advance]").click()
+    expect(steps.nth(2).locator(".step-head .badge")).to_have_text("Succeeded", timeout=30000)
+    expect(steps.nth(2)).to_contain_text(host.hostname)
+    expect(alice.locator("#rehearsal-status")).to_have_text("Succeeded")
+    expect(alice.locator("#live-gantt rect.bar.actual")).to_have_count(3)
+    shot(alice, "rehearsal-succeeded")
+    alice.goto(f"{live_server_url}/incidents/{incident.pk}/")
+    expect(alice.locator("#lifecycle [role=status]")).to_have_text("Resolved")
+    alice.get_by_role("link", name="report").click()
+    expect(alice.locator("body")).to_contain_text("Re-enable the service")
+    shot(alice, "report")
+    incident.refresh_from_db()
+    assert incident.status == Incident.Status.RESOLVED
+    assert list(TimelineEntry.objects.filter(rehearsal=r, action__startswith="approval.").order_by("at", "pk")
+                .values_list("action", "actor__username")) == [("approval.requested", "alice"),
+                                                                ("approval.approved", "bob")]
