@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from accounts.roles import can_administer, can_operate, require_reader
 from inventory.forms import HostScanForm
 from inventory.models import ProductionHost
+from runbooks.kinds import registry
 from workers.engines.endpoint import SSHError, fingerprint
 from workers.engines.ssh import scan_host_key
 
@@ -27,11 +28,16 @@ HOST_SCAN_TIMEOUT = 5.0
 
 
 def _with_plans(approvals, user) -> list[dict]:
-    """Each approval with its step's panel as the rehearsal page shows it (the plan to approve)."""
+    """Each approval with its step's panel as the rehearsal page shows it (the plan to approve). A decided
+    one shows its step's summary only: its plan is in the rehearsal's page and report."""
     states: dict[int, dict] = {}
     items = []
     for approval in approvals:
         run = approval.step_run
+        if approval.decision != Approval.Decision.PENDING:
+            items.append({"approval": approval, "run": run, "panel_html": "",
+                          "summary": registry.get(run.step.kind).summary(run.step.params)})
+            continue
         if run.rehearsal_id not in states:
             states[run.rehearsal_id] = rehearsal_state(run.rehearsal, user)
         step = next((s for s in states[run.rehearsal_id]["steps"] if s["run"] and s["run"]["id"] == run.pk), None)
