@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -129,9 +129,13 @@ def host_onboard(request):
                     form.add_error(None, "the host now presents another key than the one you confirmed "
                                          f"(now {scanned['fingerprint']}); compare it again")
                 else:
-                    host = _pin(data, presented, request.user)
-                    messages.success(request, f"{host.name} added; host key {scanned['fingerprint']} pinned")
-                    return redirect("rehearsals:hosts")
+                    try:
+                        host = _pin(data, presented, request.user)
+                    except (ValidationError, IntegrityError) as exc:   # e.g. the name taken meanwhile
+                        form.add_error(None, "; ".join(getattr(exc, "messages", None) or [str(exc)]))
+                    else:
+                        messages.success(request, f"{host.name} added; host key {scanned['fingerprint']} pinned")
+                        return redirect("rehearsals:hosts")
     return render(request, "rehearsals/host_onboard.html", {"form": form, "scanned": scanned})
 
 

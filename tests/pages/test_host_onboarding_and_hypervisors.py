@@ -87,3 +87,20 @@ def test_the_hypervisors_page_shows_the_queue_and_the_capacity_a_scan_measured(m
     capacity = page.split('class="capacity"')[1].split("</p>")[0]
     assert "free disk" in capacity and "unknown" not in capacity.split("free memory")[0]
     assert StepRun.objects.get(rehearsal=r).status == "awaiting_approval"
+
+
+def test_a_name_taken_between_scan_and_confirmation_is_said_on_the_form(make_test_host, admin_user, host_row,
+                                                                         client_for, monkeypatch):
+    """The form checked the name when it was read; another admin adding the same name just before the
+    confirmation lands is refused by the model, and said on the form (no server error, nothing pinned twice)."""
+    from inventory.forms import HostScanForm
+
+    host = make_test_host("db13")
+    monkeypatch.setattr(HostScanForm, "clean_name", lambda self: self.cleaned_data["name"])
+    resp = client_for(admin_user).post("/rehearsals/hosts/new/", {
+        "name": host_row.name, "address": host.address, "port": str(host.port), "user": "root", "confirm": "1",
+        "host_key": host.host_public_key})
+    assert resp.status_code == 200
+    assert "Production host with this Name already exists." in resp.content.decode()
+    assert ProductionHost.objects.filter(name=host_row.name).count() == 1
+    assert not TimelineEntry.objects.filter(action="inventory.host_key_confirmed").exists()
