@@ -109,7 +109,9 @@ def step_add(request, pk: int):
         return redirect("runbooks:detail", pk=runbook.pk)
     if request.method == "POST":
         return _save(request, runbook, kind, None)
-    return _step_page(request, runbook, kind, StepForm(kind, initial={"target": sorted(kind.targets)[0]}), None)
+    default = StepSpec._meta.get_field("target").default
+    target = default if default in kind.targets else sorted(kind.targets)[0]
+    return _step_page(request, runbook, kind, StepForm(kind, initial={"target": target}), None)
 
 
 @login_required
