@@ -38,6 +38,7 @@ def test_a_host_is_added_with_its_fingerprint_confirmed(make_test_host, admin_us
     assert pinned.host_key == host.host_public_key and pinned.port == host.port
     entry = TimelineEntry.objects.get(action="inventory.host_key_confirmed")
     assert entry.actor == admin_user and expected in entry.message and "db09" in entry.message
+    assert TimelineEntry.objects.get(action="inventory.host_created").actor == admin_user
     assert expected in c.get("/rehearsals/hosts/").content.decode()
 
 
