@@ -11,17 +11,21 @@ from django.views.decorators.http import require_POST
 from accounts.roles import require_operator, require_reader
 from incidents.forms import IncidentForm
 from incidents.models import Incident
+from runbooks.views import steps_of
 
 from . import incident_lifecycle, transitions
 from .errors import TransitionError
-from .forms import CloseIncidentForm, NewRehearsalForm
+from .forms import CloseIncidentForm, IncidentFilterForm, NewRehearsalForm
 
 
 @login_required
 def incident_list(request):
     require_reader(request.user)
+    filters = IncidentFilterForm(request.GET or None)
     incidents = Incident.objects.select_related("production_host").prefetch_related("rehearsals")
-    return render(request, "incidents/list.html", {"incidents": incidents})
+    if filters.is_valid():
+        incidents = filters.apply(incidents)
+    return render(request, "incidents/list.html", {"incidents": incidents, "filters": filters})
 
 
 @login_required
@@ -42,7 +46,7 @@ def incident_detail(request, pk: int):
         "incident": incident,
         "rehearsals": incident.rehearsals.select_related("runbook", "hypervisor"),
         "timeline": incident.timeline.select_related("actor"),
-        "form": NewRehearsalForm(incident=incident), "close_form": CloseIncidentForm(),
+        "close_form": CloseIncidentForm(),
     })
 
 
@@ -59,22 +63,28 @@ def incident_close(request, pk: int):
 
 
 @login_required
-@require_POST
 def rehearsal_create(request, pk: int):
+    """The new-rehearsal page: the form, the chosen runbook version's steps, and the refusal of
+    ``transitions.create_rehearsal`` (which holds every rule) shown inline."""
     require_operator(request.user)
     incident = get_object_or_404(Incident, pk=pk)
-    form = NewRehearsalForm(request.POST, incident=incident)
-    if not form.is_valid():
-        messages.error(request, f"Could not create the rehearsal: {form.errors.as_text()}")
-        return redirect(incident)
-    try:
-        rehearsal = transitions.create_rehearsal(incident, form.cleaned_data["runbook"],
-                                                 form.cleaned_data["hypervisor"], request.user,
-                                                 mode=form.cleaned_data["mode"],
-                                                 keep_clone=form.cleaned_data["keep_clone"],
-                                                 continues_from=form.cleaned_data["continues_from"],
-                                                 override_reason=form.cleaned_data["override_reason"])
-    except TransitionError as exc:
-        messages.error(request, str(exc))
-        return redirect(incident)
-    return redirect(rehearsal)
+    form = NewRehearsalForm(request.POST or None, incident=incident,
+                            initial={"runbook": request.GET.get("runbook")})
+    if request.method == "POST" and form.is_valid():
+        try:
+            rehearsal = transitions.create_rehearsal(incident, form.cleaned_data["runbook"],
+                                                     form.cleaned_data["hypervisor"], request.user,
+                                                     mode=form.cleaned_data["mode"],
+                                                     keep_clone=form.cleaned_data["keep_clone"],
+                                                     continues_from=form.cleaned_data["continues_from"],
+                                                     override_reason=form.cleaned_data["override_reason"])
+        except TransitionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Created {rehearsal.kind_label.lower()} #{rehearsal.pk}")
+            return redirect(rehearsal)
+    runbook = form.selected_runbook()
+    return render(request, "rehearsals/new.html", {
+        "incident": incident, "form": form, "runbook": runbook,
+        "steps": steps_of(runbook) if runbook else [],
+    }, status=200 if request.method == "GET" or form.is_valid() else 400)

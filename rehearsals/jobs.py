@@ -222,6 +222,21 @@ def destroy_clone(clone_id: int, actor_id: int | None) -> dict:
     return {"removed": removed}
 
 
+def _capacity(hv: LibvirtHost, storage_dir: str) -> dict:
+    """What the hypervisor host has left for clones, seen by its own worker: free disk in its storage
+    directory and free memory; a value it cannot read is None, with the reason."""
+    out: dict[str, Any] = {}
+    try:
+        out["free_disk_bytes"] = LibvirtHost.capacity(storage_dir)
+    except Exception as exc:  # a missing directory is shown on the page, not a failed scan
+        out["free_disk_bytes"], out["disk_error"] = None, str(exc)
+    try:
+        out["free_memory_bytes"] = hv.conn.getFreeMemory()
+    except Exception as exc:
+        out["free_memory_bytes"], out["memory_error"] = None, str(exc)
+    return out
+
+
 def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dict]:
     """Record every understudy domain libvirt knows on this hypervisor, marking the ones
     no live Clone row accounts for (leftovers someone must clean up)."""
@@ -232,7 +247,8 @@ def scan_hypervisor(hypervisor_id: int, actor_id: int | None = None) -> list[dic
         domains = [{"name": d.name, "state": d.state, "rehearsal": d.rehearsal_id,
                     "disk": str(d.disk_path) if d.disk_path else None, "leftover": d.name not in live}
                    for d in hv.list_clones()]
-    hypervisor.last_scan = {"domains": domains}
+        capacity = _capacity(hv, hypervisor.storage_dir)
+    hypervisor.last_scan = {"domains": domains, "capacity": capacity}
     hypervisor.scanned_at = timezone.now()
     hypervisor.save(update_fields=["last_scan", "scanned_at"])
     leftovers = [d["name"] for d in domains if d["leftover"]]

@@ -11,7 +11,7 @@ from accounts.roles import require_reader
 from inventory.models import Hypervisor
 
 from . import actions, transitions
-from .models import Clone, Rehearsal, TimelineEntry
+from .models import Clone, Rehearsal, StepRun, TimelineEntry
 from .state import rehearsal_state
 
 
@@ -46,7 +46,10 @@ def hypervisor_list(request):
         # a dress rehearsal's workbench and stand-in are listed together, workbench first
         clones = Clone.objects.filter(hypervisor=hv).exclude(status=Clone.Status.DESTROYED).select_related(
             "rehearsal").order_by("rehearsal_id", "-role")
-        hypervisors.append({"hv": hv, "clones": clones, "scan": (hv.last_scan or {}).get("domains", [])})
+        queue = StepRun.objects.filter(rehearsal__hypervisor=hv, status__in=StepRun.ACTIVE).select_related(
+            "step", "rehearsal").order_by("queued_at", "pk")
+        hypervisors.append({"hv": hv, "clones": clones, "scan": (hv.last_scan or {}).get("domains", []),
+                            "capacity": (hv.last_scan or {}).get("capacity"), "queue": queue})
     audit = TimelineEntry.objects.filter(action__startswith="hypervisor.").select_related("actor").order_by(
         "-at", "-pk")[:20]
     return render(request, "rehearsals/hypervisors.html", {"hypervisors": hypervisors, "audit": audit})

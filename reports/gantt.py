@@ -24,7 +24,8 @@ def tick(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def gantt_svg(snapshot: dict[str, Any]) -> str:
+def gantt_svg(snapshot: dict[str, Any], now: dt.datetime | None = None) -> str:
+    """``now``: draw an attempt still running as an elapsed bar up to that moment (the live page)."""
     steps = snapshot["steps"]
     starts = [_t(a["started_at"]) for s in steps for a in s["attempts"] if a["started_at"]]
     origin = _t(snapshot["rehearsal"]["started_at"]) or (min(starts) if starts else None)
@@ -35,7 +36,9 @@ def gantt_svg(snapshot: dict[str, Any]) -> str:
         estimate = s["dress_estimate_seconds"] if s["dress_estimate_seconds"] is not None \
             else s["estimated_seconds"]
         ran = [a for a in s["attempts"] if a["started_at"] and a["finished_at"] and origin]
-        begin = (_t(ran[0]["started_at"]) - origin).total_seconds() if ran else cursor
+        running = [a for a in s["attempts"] if now and origin and a["started_at"] and not a["finished_at"]]
+        first = (ran + running)[0] if ran or running else None
+        begin = (_t(first["started_at"]) - origin).total_seconds() if first else cursor
         bars.append((row, "estimate", begin, float(estimate or 0), "#90a4ae", f"estimate {tick(estimate or 0)}"))
         for a in ran:
             offset = (_t(a["started_at"]) - origin).total_seconds()
@@ -43,8 +46,15 @@ def gantt_svg(snapshot: dict[str, Any]) -> str:
                          f"attempt {a['attempt']}: {a['status_label']}, {a['seconds']:.1f} s"))
             span = max(span, offset + (a["seconds"] or 0.0))
             cursor = max(cursor, offset + (a["seconds"] or 0.0))
+        for a in running:
+            offset = (_t(a["started_at"]) - origin).total_seconds()
+            elapsed = max(0.0, (now - _t(a["started_at"])).total_seconds())
+            bars.append((row, "elapsed", offset, elapsed, "#2563eb",
+                         f"attempt {a['attempt']}: {a['status_label']}, {elapsed:.0f} s so far"))
+            span = max(span, offset + elapsed)
+            cursor = max(cursor, offset + elapsed)
         span = max(span, begin + float(estimate or 0))
-        cursor = max(cursor, begin + float(estimate or 0)) if not ran else cursor
+        cursor = max(cursor, begin + float(estimate or 0)) if not (ran or running) else cursor
     scale = (WIDTH - LABEL - 20) / span
     height = ROW * len(steps) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" width="{WIDTH}" height="{height}" '
@@ -65,6 +75,7 @@ def gantt_svg(snapshot: dict[str, Any]) -> str:
         out.append(f'<rect class="bar {role}" data-step="{steps[row]["position"]}" data-seconds="{seconds!r}" '
                    f'x="{LABEL + offset * scale:.3f}" y="{y}" width="{seconds * scale!r}" height="{BAR}" '
                    f'fill="{fill}" stroke="{colour}" stroke-width="0.5"><title>{escape(title)}</title></rect>')
+    running_note = ", blue still running" if now else ""
     out.append(f'<text x="{LABEL}" y="{height - 4}" font-size="9">hatched: estimate · solid: actual attempt '
-               f'(green succeeded, red failed, grey skipped)</text></svg>')
+               f'(green succeeded, red failed, grey skipped{running_note})</text></svg>')
     return "".join(out)

@@ -17,6 +17,7 @@ urlpatterns = [
     path("rehearsal/<int:pk>/v<int:number>/report.pdf", views.version_pdf, name="version_pdf"),
     path("rehearsal/<int:pk>/v<int:number>/report.md", views.version_markdown, name="version_markdown"),
     path("rehearsal/<int:pk>/v<int:number>/reviewed/", views.reviewed, name="reviewed"),
+    path("rehearsal/<int:pk>/gantt/", views.live_gantt, name="live_gantt"),
     path("steps/<int:step_run>/log.txt", views.step_log, name="log"),
     path("runbooks/<int:pk>/", views.runbook_page, name="runbook"),
 ]

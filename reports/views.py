@@ -2,10 +2,13 @@
 ``reports.lifecycle``, which checks who may make them."""
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.roles import is_manager, require_reader
@@ -16,6 +19,7 @@ from runbooks.models import Runbook
 from . import data, lifecycle
 from . import render as rendering
 from .forms import ActionItemForm, NarrativeForm
+from .gantt import gantt_svg, tick
 from .history import runbook_history
 from .models import ActionItem, ReportVersion
 
@@ -179,3 +183,31 @@ def reviewed(request, pk: int, number: int):
 def runbook_page(request, pk: int):
     require_reader(request.user)
     return render(request, "reports/runbook.html", {"history": runbook_history(get_object_or_404(Runbook, pk=pk))})
+
+
+LIVE_GANTT_REFRESH_SECONDS = 5
+
+
+@login_required
+def live_gantt(request, pk: int):
+    """The rehearsal page's Gantt chart: the report's SVG with the running attempt drawn up to now, and the
+    same as a table (status in words). The page swaps it in on each step status event; while the run is
+    active the fragment also asks again every few seconds, so the elapsed bar grows."""
+    rehearsal = _rehearsal(request, pk)
+    snapshot = data.build(rehearsal)
+    now = timezone.now()
+    rows = []
+    for s in snapshot["steps"]:
+        estimate = s["dress_estimate_seconds"] if s["dress_estimate_seconds"] is not None else s["estimated_seconds"]
+        latest = s["attempts"][-1] if s["attempts"] else None
+        if latest and latest["started_at"] and not latest["finished_at"]:
+            shown = f"{tick((now - dt.datetime.fromisoformat(latest['started_at'])).total_seconds())} so far"
+        elif latest and latest["seconds"] is not None:
+            shown = tick(latest["seconds"])
+        else:
+            shown = "—"
+        rows.append({"position": s["position"], "title": s["title"], "status": s["status"] or "not_started",
+                     "status_label": s["status_label"], "estimate": tick(estimate or 0), "actual": shown})
+    return render(request, "reports/_live_gantt.html", {
+        "rehearsal": rehearsal, "svg": gantt_svg(snapshot, now=now), "rows": rows,
+        "refresh": LIVE_GANTT_REFRESH_SECONDS if rehearsal.status == Rehearsal.Status.RUNNING else None})

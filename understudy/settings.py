@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI as static files: the docs page loads nothing from elsewhere
+    "django_htmx",  # request.htmx: a page's fragment updates (htmx itself is served from static/vendor/)
     # Domain apps, bottom to top: each imports only the ones above it in this list
     # (tests/architecture/test_layering.py enforces it).
     "accounts",
@@ -123,6 +124,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "rehearsals.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", include("understudy.api.urls")),
     path("rehearsals/", include("rehearsals.urls")),
     path("reports/", include("reports.urls")),
+    path("runbooks/", include("runbooks.urls")),
     path("", include("rehearsals.incident_urls")),
 ]
 

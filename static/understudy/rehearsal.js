@@ -275,6 +275,8 @@
     refreshTimer = null;
     const r = await fetch(cfg.api, { credentials: "same-origin" });
     if (r.ok) { state = await r.json(); render(); }
+    // fragments of the page that follow the run's state (the Gantt chart) listen for this
+    document.body.dispatchEvent(new CustomEvent("understudy:status"));
   }
 
   function connect() {

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rehearsals.actions import ACTIONS
 from runbooks.documents import InvalidRunbook, import_runbook
+from runbooks.models import Runbook, StepSpec
 from tests.wsclient import communicator, session_cookie
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -27,7 +28,9 @@ action_names = st.sampled_from(sorted(ACTIONS) + ["select", "rollback", "", "x" 
 form_values = st.dictionaries(st.sampled_from(["title", "production_host", "broken_service", "severity",
                                                "description", "note", "runbook", "hypervisor", "mode",
                                                "keep_clone", "domain", "step_run", "step", "username",
-                                               "password"]),
+                                               "password", "kind", "target", "estimated_seconds", "milestone",
+                                               "needs_approval", "p_instructions", "name", "address", "port",
+                                               "user", "override_reason", "continues_from"]),
                               st.text(max_size=30) | st.integers().map(str), max_size=8)
 
 
@@ -118,9 +121,15 @@ def test_api_raw_bodies_and_query_strings(world, ops_client):
 
 def test_html_forms(world, ops_client):
     r, incident = world["pending"], world["pending"].incident_id
+    # a runbook version that has not run: its step forms take the fuzzed values
+    draft = Runbook.objects.create(name="fuzzed", version=1)
+    StepSpec.objects.create(runbook=draft, position=1, kind="manual", title="look", params={"instructions": "x"})
     paths = ["/incidents/new/", f"/incidents/{incident}/close/", f"/incidents/{incident}/rehearsals/new/",
              f"/rehearsals/{r.pk}/start/", f"/rehearsals/{world['awaiting'].pk}/approve/",
-             f"/rehearsals/{world['awaiting'].pk}/skip/", f"/rehearsals/hypervisors/{world['hv'].pk}/destroy-leftover/"]
+             f"/rehearsals/{world['awaiting'].pk}/skip/", f"/rehearsals/hypervisors/{world['hv'].pk}/destroy-leftover/",
+             f"/rehearsals/approvals/{world['run'].approvals.get().pk}/approve/", "/rehearsals/hosts/new/",
+             f"/runbooks/{draft.pk}/steps/add/", f"/runbooks/{draft.pk}/steps/{draft.steps.get().pk}/",
+             f"/runbooks/{draft.pk}/new-version/"]
 
     @FUZZ
     @given(path=st.sampled_from(paths), data=form_values)

@@ -50,12 +50,42 @@ HTTP = {
     # starts a production run
     "rehearsals:action": ("POST", lambda w: f"/rehearsals/{w['pending_production'].pk}/start/", None,
                           _row(LOGIN, 403, 302, 302, 403)),
+    # the approvals inbox: everyone with a role reads; a decision is ops' (the requester's own is refused by the
+    # four-eyes rule with the reason on the page: a redirect, as every HTML form)
+    "rehearsals:approvals": ("GET", lambda w: "/rehearsals/approvals/", None, READ_HTML),
+    "rehearsals:approval_decide": ("POST", lambda w: f"/rehearsals/approvals/{w['run'].approvals.get().pk}/approve/",
+                                   {"note": "matrix"}, _row(LOGIN, 403, 302, 302, 302)),
+    # production hosts: everyone with a role reads; adding one (scan, confirm, pin) is the admins'
+    "rehearsals:hosts": ("GET", lambda w: "/rehearsals/hosts/", None, READ_HTML),
+    "rehearsals:host_onboard": ("GET", lambda w: "/rehearsals/hosts/new/", None, _row(LOGIN, 403, 403, 403, 403)),
+    "rehearsals:host_onboard#POST": ("POST", lambda w: "/rehearsals/hosts/new/",
+                                     {"name": "matrix", "address": "127.0.0.1", "port": "1", "user": "root"},
+                                     _row(LOGIN, 403, 403, 403, 403)),
+    # the runbook pages: everyone with a role reads; ops edit a version that has not run (world's has run:
+    # the editor sends them back to its page, saying why)
+    "runbooks:list": ("GET", lambda w: "/runbooks/", None, READ_HTML),
+    "runbooks:steps": ("GET", lambda w: f"/runbooks/steps/?runbook={w['pending'].runbook_id}", None, READ_HTML),
+    "runbooks:detail": ("GET", lambda w: f"/runbooks/{w['pending'].runbook_id}/", None, READ_HTML),
+    "runbooks:compare": ("GET", lambda w: f"/runbooks/{w['pending'].runbook_id}/compare/", None, READ_HTML),
+    "runbooks:new_version": ("POST", lambda w: f"/runbooks/{w['pending'].runbook_id}/new-version/", None,
+                             _row(LOGIN, 403, 302, 302, 302)),
+    "runbooks:step_add": ("GET", lambda w: f"/runbooks/{w['pending'].runbook_id}/steps/add/?kind=manual", None,
+                          _row(LOGIN, 403, 302, 302, 302)),
+    "runbooks:step_edit": ("GET", lambda w: f"/runbooks/{w['pending'].runbook_id}/steps/"
+                                            f"{w['pending'].runbook.steps.get().pk}/", None,
+                           _row(LOGIN, 403, 302, 302, 302)),
+    "runbooks:step_change": ("POST", lambda w: f"/runbooks/{w['pending'].runbook_id}/steps/"
+                                               f"{w['pending'].runbook.steps.get().pk}/delete/", None,
+                             _row(LOGIN, 403, 302, 302, 302)),
+    "reports:live_gantt": ("GET", lambda w: f"/reports/rehearsal/{w['awaiting'].pk}/gantt/", None, READ_HTML),
     "incidents:list": ("GET", lambda w: "/", None, READ_HTML),
     "incidents:create": ("GET", lambda w: "/incidents/new/", None, _row(LOGIN, 403, 200, 200, 200)),
     "incidents:detail": ("GET", lambda w: f"/incidents/{w['pending'].incident_id}/", None, READ_HTML),
     "incidents:close": ("POST", lambda w: f"/incidents/{w['pending'].incident_id}/close/", {"note": "done"},
                         _row(LOGIN, 403, 302, 302, 302)),
     # creates a production run (without a dress rehearsal: the override)
+    "incidents:rehearsal_create#GET": ("GET", lambda w: f"/incidents/{w['pending'].incident_id}/rehearsals/new/",
+                                       None, _row(LOGIN, 403, 200, 200, 200)),
     "incidents:rehearsal_create": ("POST", lambda w: f"/incidents/{w['pending'].incident_id}/rehearsals/new/",
                                    lambda w: {"runbook": w["pending"].runbook_id, "hypervisor": w["hv"].pk,
                                               "mode": "production", "override_reason": "matrix"},
@@ -314,6 +344,8 @@ def test_websocket_route(world, route, role):
 ADMIN_ACCOUNT_DIFFERS = {
     "reports:reviewed": 403,   # marking a report reviewed is the managers' own act
     "api:report-reviewed": 403,
+    "rehearsals:host_onboard": 200,          # adding a production host is the admins' own act
+    "rehearsals:host_onboard#POST": 200,     # nothing listens on port 1: the page says so, nothing is pinned
 }
 
 
