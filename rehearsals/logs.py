@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from django.db.models import Q
 from django.db.models.functions import Length, Substr
 
 from .models import LINE_PREVIEW_CHARS, StepEvent, StepRun
@@ -64,10 +65,16 @@ def page(step_run: StepRun, *, tail: int | None = None, after: int | None = None
     return _rows(step_run.pk, qs.filter(seq__gt=after or 0).order_by("seq")[:limit])
 
 
-def search(step_run: StepRun, query: str, *, after: int = 0, limit: int = SEARCH_HITS_PAGE) -> tuple[int, list[int]]:
-    """(number of log lines containing ``query``, ignoring case; the seqs of up to ``limit`` of them after
-    ``after``). One pass when the hits fit in a page; a second query counts them when they do not."""
-    hits = _events(step_run).filter(kind="log", line__icontains=query)
+def search(step_run: StepRun, query: str | None, *, errors: bool = False, after: int = 0,
+           limit: int = SEARCH_HITS_PAGE) -> tuple[int, list[int]]:
+    """(number of log lines containing ``query``, ignoring case — or, with ``errors``, the lines on stderr or
+    saying "error"; the seqs of up to ``limit`` of them after ``after``). One pass when the hits fit in a page;
+    a second query counts them when they do not."""
+    hits = _events(step_run).filter(kind="log")
+    if errors:
+        hits = hits.filter(Q(stream="stderr") | Q(line__icontains="error"))
+    if query:
+        hits = hits.filter(line__icontains=query)
     seqs = list(hits.filter(seq__gt=after).order_by("seq").values_list("seq", flat=True)[:limit + 1])
     more = len(seqs) > limit
     seqs = seqs[:limit]

@@ -103,8 +103,10 @@ class StepRunLog(APIView):
 
 
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(max_length=logs.MAX_QUERY_CHARS, trim_whitespace=False,
+    q = serializers.CharField(required=False, max_length=logs.MAX_QUERY_CHARS, trim_whitespace=False,
                               help_text="Text to find in the log's lines, ignoring case (not a pattern).")
+    errors = serializers.BooleanField(required=False, default=False,
+                                      help_text="Only the lines on stderr or that say \"error\" (\"next error\").")
     after = _seq(default=0, help_text="Hits with a seq greater than this (the next page of seqs).")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=logs.SEARCH_HITS_PAGE,
                                      default=logs.SEARCH_HITS_PAGE)
@@ -113,6 +115,11 @@ class SearchParams(serializers.Serializer):
         if "\x00" in value:
             raise ValidationError("must not contain a NUL character")
         return value
+
+    def validate(self, data):
+        if not data.get("q") and not data.get("errors"):
+            raise ValidationError({"q": ["give the text to find (or errors=true)"]})
+        return data
 
 
 class StepRunLogSearch(APIView):
@@ -127,8 +134,8 @@ class StepRunLogSearch(APIView):
     def get(self, request, id: int):
         p = _params(request, SearchParams)
         run = _step_run(id)
-        count, seqs = logs.search(run, p["q"], after=p["after"], limit=p["limit"])
-        return Response({**_header(run), "q": p["q"], "count": count, "seqs": seqs})
+        count, seqs = logs.search(run, p.get("q"), errors=p["errors"], after=p["after"], limit=p["limit"])
+        return Response({**_header(run), "q": p.get("q", ""), "count": count, "seqs": seqs})
 
 
 class StepRunLogSections(APIView):

@@ -83,6 +83,12 @@ def test_search_counts_every_hit_and_pages_their_seqs(run, mona):
     assert _get(mona, run, sub="search/", q="prepare")["count"] == 0
 
 
+def test_errors_are_the_stderr_lines_and_those_saying_error(run, mona):
+    bulk_log(run, 2, lambda i: ("no Error here? there is one", "stdout") if i == 1 else ("quiet", "stderr"))
+    body = _get(mona, run, sub="search/", errors="true", after=19000)
+    assert body["seqs"] == [20000, N + 1, N + 2] and body["count"] == N // 1000 + 2
+
+
 def test_search_sees_lines_written_while_the_step_runs(run, mona):
     assert _get(mona, run, sub="search/", q="late arrival")["count"] == 0
     bulk_log(run, 3, lambda i: (f"late arrival {i}", "stdout"))
