@@ -95,7 +95,10 @@
       this.hits = null;            // {q, count, seqs, index}
       this.current = null;         // the seq of the highlighted line (a hit or a permalink)
       this.savedTop = 0;
-      this.programmatic = 0;
+      // a scroll is the user's only right after their wheel, key, touch or pointer in the log: the viewer's own
+      // scrolling, and the reset when the page re-renders the step around it, must not pause following
+      this.userAt = -1e9;
+      this.pointerHeld = false;
       this.opened = null;
       this.failedAt = new Map();   // page number -> when its fetch failed (retried after a pause, not in a loop)
       this.renderedKey = "";
@@ -142,6 +145,10 @@
         "aria-label": `Output of ${title || "the step"}; Home/End, PageUp/PageDown, / to search, e: next error` },
         this.spacer, this.rows);
       this.viewport.addEventListener("scroll", () => this.onScroll(), { passive: true });
+      const touched = () => { this.userAt = performance.now(); };
+      for (const type of ["wheel", "touchstart", "touchmove", "keydown"]) this.viewport.addEventListener(type, touched, { passive: true });
+      this.viewport.addEventListener("pointerdown", () => { this.pointerHeld = true; touched(); });
+      window.addEventListener("pointerup", () => { if (this.pointerHeld) { this.pointerHeld = false; touched(); } });
       this.viewport.addEventListener("keydown", (e) => this.onKey(e));
       this.viewport.addEventListener("click", (e) => this.onClick(e));
       this.full = h("div", { class: "lv-full", hidden: true });
@@ -277,20 +284,23 @@
       const g = this.geometry();
       const top = where === "center" ? row - Math.floor(g.visible / 2) : row;
       const clamped = Math.max(0, Math.min(top, g.rows));
-      this.programmatic++;
       this.spacer.style.height = `${g.height}px`;
-      if (!g.scaled) this.viewport.scrollTop = clamped * ROW;
-      else this.viewport.scrollTop = (clamped / Math.max(1, g.rows - g.visible + 1)) * Math.max(1, g.height - g.view);
+      if (!g.scaled) this.setTop(clamped * ROW);
+      else this.setTop((clamped / Math.max(1, g.rows - g.visible + 1)) * Math.max(1, g.height - g.view));
       this.savedTop = this.viewport.scrollTop;
       this.schedule();
     }
+
+    setTop(px) { this.viewport.scrollTop = px; }
+
+    byUser() { return this.pointerHeld || performance.now() - this.userAt < 800; }
 
     atBottom() {
       return this.viewport.scrollTop + this.viewport.clientHeight >= this.viewport.scrollHeight - ROW;
     }
 
     onScroll() {
-      if (this.programmatic > 0) { this.programmatic--; this.schedule(); return; }
+      if (!this.byUser()) { this.schedule(); return; }
       this.savedTop = this.viewport.scrollTop;
       if (this.atBottom()) { if (!this.following) this.follow(); }
       else if (this.following) this.pause();
@@ -324,7 +334,7 @@
       this.spacer.style.height = `${g.height}px`;
       if (this.following && g.rows) {
         const bottom = Math.max(0, g.height - g.view);
-        if (Math.abs(this.viewport.scrollTop - bottom) > 1) { this.programmatic++; this.viewport.scrollTop = bottom; }
+        if (Math.abs(this.viewport.scrollTop - bottom) > 1) this.setTop(bottom);
       }
       const [first, end] = this.visibleRange();
       this.rows.style.transform = `translateY(${g.scaled ? this.viewport.scrollTop : first * ROW}px)`;
@@ -558,7 +568,7 @@
 
     reattached() {
       if (this.following) this.schedule();
-      else { this.programmatic++; this.viewport.scrollTop = this.savedTop; this.schedule(); }
+      else { this.setTop(this.savedTop); this.schedule(); }
     }
   }
 

@@ -199,7 +199,9 @@
   function render() {
     renderClone();
     const ol = $("#steps");
+    const focused = document.activeElement;   // a log viewer moves to the new step row: keep its focus
     ol.replaceChildren(...state.steps.map(renderStep));
+    if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
     Object.values(viewers).forEach((v) => { if (v.el.isConnected) v.reattached(); });
     const badge = $("#rehearsal-status");
     badge.textContent = state.status_label;
