@@ -268,25 +268,27 @@
       return { rows, view, height, visible, scaled: rows * ROW > MAX_SCROLL_PX };
     }
 
+    // The position in the whole log, in px as if every row were in the page: the scroll position itself, or
+    // scaled to it when the scroll area is capped (then the bottom of the scroll is the bottom of the log).
+    logPx(g) {
+      const top = this.viewport.scrollTop;
+      if (!g.scaled) return top;
+      return (top / Math.max(1, g.height - g.view)) * Math.max(0, g.rows * ROW - g.view);
+    }
+
     visibleRange() {
       const g = this.geometry();
-      let first;
-      if (!g.scaled) first = Math.floor(this.viewport.scrollTop / ROW);
-      else {
-        const span = Math.max(1, g.height - g.view);
-        first = Math.round((this.viewport.scrollTop / span) * Math.max(0, g.rows - g.visible + 1));
-      }
-      first = Math.max(0, Math.min(first, Math.max(0, g.rows - 1)));
+      const first = Math.max(0, Math.min(Math.floor(this.logPx(g) / ROW), Math.max(0, g.rows - 1)));
       return [first, Math.min(g.rows, first + g.visible)];
     }
 
     scrollToRow(row, where) {
       const g = this.geometry();
       const top = where === "center" ? row - Math.floor(g.visible / 2) : row;
-      const clamped = Math.max(0, Math.min(top, g.rows));
+      const px = Math.max(0, Math.min(top * ROW, g.rows * ROW - g.view));
       this.spacer.style.height = `${g.height}px`;
-      if (!g.scaled) this.setTop(clamped * ROW);
-      else this.setTop((clamped / Math.max(1, g.rows - g.visible + 1)) * Math.max(1, g.height - g.view));
+      if (!g.scaled) this.setTop(px);
+      else this.setTop((px / Math.max(1, g.rows * ROW - g.view)) * Math.max(1, g.height - g.view));
       this.savedTop = this.viewport.scrollTop;
       this.schedule();
     }
@@ -337,7 +339,9 @@
         if (Math.abs(this.viewport.scrollTop - bottom) > 1) this.setTop(bottom);
       }
       const [first, end] = this.visibleRange();
-      this.rows.style.transform = `translateY(${g.scaled ? this.viewport.scrollTop : first * ROW}px)`;
+      // the first row starts where it would in the whole log, shifted to the scroll position when scaled
+      const shift = g.scaled ? this.viewport.scrollTop - (this.logPx(g) - first * ROW) : first * ROW;
+      this.rows.style.transform = `translateY(${shift}px)`;
       // the same rows, all loaded, drawn the same way: leave the DOM alone (a selection in it survives)
       let loaded = 0;
       for (let i = first; i < end; i++) if (this.row(this.rowToSeq(i)) !== undefined) loaded++;
