@@ -37,12 +37,6 @@ def _step_run(pk: int) -> StepRun:
     return get_object_or_404(StepRun, pk=pk)
 
 
-class _Header(serializers.Serializer):
-    step_run = serializers.IntegerField()
-    status = serializers.CharField()
-    last_seq = serializers.IntegerField(help_text="The highest seq of the step run so far.")
-
-
 def _header(run: StepRun) -> dict:
     return {"step_run": run.pk, "status": run.status, "last_seq": run.last_seq}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from rehearsals import transitions
 from rehearsals.models import StepRun
 from tests.support.browser import login
 from tests.support.logs import bulk_log
