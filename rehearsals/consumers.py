@@ -42,6 +42,9 @@ REPLAY_CHUNK = 500
 REPLAY_LIMIT = 20000
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SEQ = 2**63 - 1
+# daphne (autobahn) refuses to send a WebSocket message over 1 MiB and the socket dies with 1011: a batch is cut
+# at this many bytes of JSON (one frame is at most a 64 KiB line piece plus its envelope, so it always fits)
+MAX_BATCH_BYTES = 256 * 1024
 CLOSE_SESSION_ENDED = 4401
 
 
@@ -111,16 +114,29 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
         rows = StepEvent.objects.filter(step_run_id=step_run, seq__gt=after).order_by("seq")[:REPLAY_CHUNK]
         return [ev.as_frame() for ev in rows]
 
-    def _gap_rows(self, step_run: int, after: int, before: int) -> list[dict]:
-        return [ev.as_frame() for ev in StepEvent.objects.filter(step_run_id=step_run, seq__gt=after,
-                                                                 seq__lt=before).order_by("seq")]
+    def _gap_page(self, step_run: int, after: int, before: int) -> list[dict]:
+        """At most REPLAY_CHUNK rows of the gap (after, before) in the live stream."""
+        rows = StepEvent.objects.filter(step_run_id=step_run, seq__gt=after, seq__lt=before).order_by("seq")
+        return [ev.as_frame() for ev in rows[:REPLAY_CHUNK]]
 
     async def _send_rows(self, frames: list[dict]) -> None:
-        for i in range(0, len(frames), REPLAY_CHUNK):
-            chunk = frames[i:i + REPLAY_CHUNK]
-            for f in chunk:
-                self.last_sent[f["step_run"]] = max(self.last_sent.get(f["step_run"], 0), f["seq"])
-            await self.send_json({"type": "batch", "frames": chunk})
+        for f in frames:
+            self.last_sent[f["step_run"]] = max(self.last_sent.get(f["step_run"], 0), f["seq"])
+        await self._send_batches(frames)
+
+    async def _send_batches(self, frames: list[dict]) -> None:
+        """Frames as ``batch`` messages of at most MAX_BATCH_BYTES of JSON each (each frame encoded once)."""
+        parts: list[str] = []
+        size = 0
+        for frame in frames:
+            part = json.dumps(frame)
+            if parts and size + len(part) > MAX_BATCH_BYTES:
+                await self.send(text_data='{"type": "batch", "frames": [' + ", ".join(parts) + "]}")
+                parts, size = [], 0
+            parts.append(part)
+            size += len(part) + 2
+        if parts:
+            await self.send(text_data='{"type": "batch", "frames": [' + ", ".join(parts) + "]}")
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
@@ -143,11 +159,15 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
             if seq <= last:
                 continue  # already sent (replay overlapped the live stream)
             if seq > last + 1:
-                out += await database_sync_to_async(self._gap_rows)(sr, last, seq)
+                # the channel layer dropped frames (a slow socket): the rows are in the DB, page them in order
+                await self._send_batches(out)
+                out = []
+                while page := await database_sync_to_async(self._gap_page)(sr, self.last_sent.get(sr, 0), seq):
+                    await self._send_rows(page)
             out.append(frame)
             self.last_sent[sr] = seq
         if out:
-            await self.send_json({"type": "batch", "frames": out})
+            await self._send_batches(out)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """Parse a client message; anything that is not a small JSON object gets an error frame."""

@@ -29,6 +29,10 @@ from .models import StepEvent, StepRun
 log = logging.getLogger(__name__)
 CLOSE_RETRIES = 5
 CLOSE_RETRY_SECONDS = 0.2
+# A full batch is written by the sink's own thread, so the engine's reading and the database's writing overlap
+# (and under load the next write takes everything that came meanwhile: fewer, larger batches). Past this many
+# batches waiting, the engine's thread writes itself: memory stays bounded when the database is slower.
+BACKLOG_BATCHES = 10
 
 
 def allocate_and_store(step_run_id: int, events: list[Event]) -> list[StepEvent]:
@@ -134,6 +138,7 @@ class StepEventSink(BaseEmitter):
         self._buf_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._closed = threading.Event()
+        self._wake = threading.Event()  # a full batch is waiting: write it now, not at the next tick
         self._timer = threading.Thread(target=self._flush_periodically, daemon=True,
                                        name=f"event-sink-{self.step_run_id}")
         self._timer.start()
@@ -149,9 +154,11 @@ class StepEventSink(BaseEmitter):
                         del self._buffer[i]
                         break
             self._buffer.append(event)
-            full = len(self._buffer) >= self.batch_size
-        if full:
-            self.flush()
+            pending = len(self._buffer)
+        if pending >= self.batch_size * BACKLOG_BATCHES:
+            self.flush()  # the database is behind: the engine waits for it rather than buffer without bound
+        elif pending >= self.batch_size:
+            self._wake.set()  # the sink's thread writes the batch while the engine goes on reading
 
     def flush(self) -> None:
         """Write the buffered events as one batch. If the write fails (a locked or lost database),
@@ -173,7 +180,11 @@ class StepEventSink(BaseEmitter):
     def _flush_periodically(self) -> None:
         # The timer thread has its own DB connection; close it when done.
         try:
-            while not self._closed.wait(self.flush_seconds):
+            while not self._closed.is_set():
+                self._wake.wait(self.flush_seconds)
+                self._wake.clear()
+                if self._closed.is_set():
+                    return  # close() writes what is left, with its retries
                 try:
                     self.flush()
                 except Exception:
@@ -184,6 +195,7 @@ class StepEventSink(BaseEmitter):
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         self._timer.join(timeout=5)
         for attempt in range(CLOSE_RETRIES):
             try:

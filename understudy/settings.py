@@ -221,7 +221,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="understudy")},
+            # A socket's receive is a blocking BZPOPMIN of 5 s; redis-py 8 reads with a 5 s timeout by default, so an
+            # idle socket's consumer died with "Timeout reading" every few seconds. Longer than the pop, a dead
+            # Redis is still noticed.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                       "prefix": env.str("CHANNELS_PREFIX", default="understudy")},
         }
     }
 else:
