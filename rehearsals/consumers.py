@@ -84,7 +84,7 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
 
     def _parse_after(self) -> dict[int, int]:
         """``?after=`` as {step_run: seq}; anything that is not an object of integers is ignored entry by
-        entry (the replay then starts from the beginning for that step run)."""
+        entry (that step run is then not replayed: it starts at its last seq, as one not named)."""
         qs = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         try:
             raw = json.loads(qs.get("after", ["{}"])[0])
