@@ -1,9 +1,11 @@
 """Reading a step run's log, however long: the last lines, a page before or after a ``seq``, a search over the
 whole log, its phase sections, one whole line, and the raw text as a stream.
 
-Every read is bounded and filtered by the database on the (step_run, seq) index: a page is one ``LIMIT`` query,
-a search is one ``LIKE`` over the ``line`` column of that step run's rows, the raw text is read a chunk of rows at
-a time by ``seq`` (keyset paging, no long-lived cursor), so a log of a million lines is never held in memory.
+Every read is bounded and filtered by the database on the (step_run, seq) index: a page is one query for a range
+of ``seq`` — closed on both sides, since ``seq`` has no gaps, so the plan stays an index range however stale the
+table's statistics are (PostgreSQL right after a million rows were written) —, a search is one ``LIKE`` over the
+``line`` column of that step run's rows, the raw text is read a range of rows at a time (no long-lived cursor), so
+a log of a million lines is never held in memory.
 A line longer than ``LINE_PREVIEW_CHARS`` is cut in SQL (its JSON payload is not read) and carries its full length.
 """
 from __future__ import annotations
@@ -56,13 +58,13 @@ def page(step_run: StepRun, *, tail: int | None = None, after: int | None = None
     ``limit`` events with seq < before, the nearest ones. Always in seq order."""
     qs = _events(step_run)
     if tail is not None:
-        return _rows(step_run.pk, qs.order_by("-seq")[:tail])[::-1]
+        last = StepRun.objects.values_list("last_seq", flat=True).get(pk=step_run.pk)
+        return _rows(step_run.pk, qs.filter(seq__gt=last - tail).order_by("seq"))
     if before is not None:
-        qs = qs.filter(seq__lt=before)
-        if after is not None:
-            qs = qs.filter(seq__gt=after)
-        return _rows(step_run.pk, qs.order_by("-seq")[:limit])[::-1]
-    return _rows(step_run.pk, qs.filter(seq__gt=after or 0).order_by("seq")[:limit])
+        low = max(before - limit - 1, after or 0)
+        return _rows(step_run.pk, qs.filter(seq__lt=before, seq__gt=low).order_by("seq"))
+    after = after or 0
+    return _rows(step_run.pk, qs.filter(seq__gt=after, seq__lte=after + limit).order_by("seq"))
 
 
 def search(step_run: StepRun, query: str | None, *, errors: bool = False, after: int = 0,
@@ -109,13 +111,13 @@ def whole_line(step_run: StepRun, seq: int) -> dict | None:
 
 
 def raw_lines(step_run_id: int) -> Iterator[str]:
-    """The log's text, one line per log event, read RAW_CHUNK rows at a time by seq (a new query per chunk:
-    no transaction or server-side cursor stays open while a slow client reads)."""
-    after = 0
-    while True:
-        chunk = list(StepEvent.objects.filter(step_run_id=step_run_id, seq__gt=after, kind="log")
-                     .order_by("seq").values_list("seq", "line")[:RAW_CHUNK])
-        if not chunk:
-            return
-        yield "".join(f"{line}\n" for _, line in chunk)
-        after = chunk[-1][0]
+    """The log's text as far as it is written when the download starts, one line per log event, read RAW_CHUNK
+    events at a time by seq range (a new query per chunk: no transaction or server-side cursor stays open while
+    a slow client reads)."""
+    last = StepRun.objects.values_list("last_seq", flat=True).get(pk=step_run_id)
+    for after in range(0, last, RAW_CHUNK):
+        lines = (StepEvent.objects.filter(step_run_id=step_run_id, seq__gt=after, seq__lte=after + RAW_CHUNK,
+                                          kind="log").order_by("seq").values_list("line", flat=True))
+        text = "".join(f"{line}\n" for line in lines)
+        if text:
+            yield text
