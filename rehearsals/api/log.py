@@ -97,10 +97,8 @@ class StepRunLog(APIView):
 
 
 class SearchParams(serializers.Serializer):
-    q = serializers.CharField(required=False, max_length=logs.MAX_QUERY_CHARS, trim_whitespace=False,
+    q = serializers.CharField(max_length=logs.MAX_QUERY_CHARS, trim_whitespace=False,
                               help_text="Text to find in the log's lines, ignoring case (not a pattern).")
-    errors = serializers.BooleanField(required=False, default=False,
-                                      help_text="Only the lines on stderr or that say \"error\" (\"next error\").")
     after = _seq(default=0, help_text="Hits with a seq greater than this (the next page of seqs).")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=logs.SEARCH_HITS_PAGE,
                                      default=logs.SEARCH_HITS_PAGE)
@@ -109,11 +107,6 @@ class SearchParams(serializers.Serializer):
         if "\x00" in value:
             raise ValidationError("must not contain a NUL character")
         return value
-
-    def validate(self, data):
-        if not data.get("q") and not data.get("errors"):
-            raise ValidationError({"q": ["give the text to find (or errors=true)"]})
-        return data
 
 
 class StepRunLogSearch(APIView):
@@ -128,8 +121,30 @@ class StepRunLogSearch(APIView):
     def get(self, request, id: int):
         p = _params(request, SearchParams)
         run = _step_run(id)
-        count, seqs = logs.search(run, p.get("q"), errors=p["errors"], after=p["after"], limit=p["limit"])
-        return Response({**_header(run), "q": p.get("q", ""), "count": count, "seqs": seqs})
+        count, seqs = logs.search(run, p["q"], after=p["after"], limit=p["limit"])
+        return Response({**_header(run), "q": p["q"], "count": count, "seqs": seqs})
+
+
+class ErrorParams(serializers.Serializer):
+    after = _seq(default=0, help_text="Error lines with a seq greater than this (the next error after a line).")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=logs.SEARCH_HITS_PAGE,
+                                     default=logs.SEARCH_HITS_PAGE)
+
+
+class StepRunLogErrors(APIView):
+    """The error lines of a step run's log — on stderr, or saying "error" (any case) —: how many, and their seqs
+    after a line (the log viewer's "next error")."""
+
+    @extend_schema(parameters=[ErrorParams], responses=inline_serializer("LogErrors", {
+        "step_run": serializers.IntegerField(), "status": serializers.CharField(),
+        "last_seq": serializers.IntegerField(),
+        "count": serializers.IntegerField(help_text="Error lines in the whole log."),
+        "seqs": serializers.ListField(child=serializers.IntegerField())}))
+    def get(self, request, id: int):
+        p = _params(request, ErrorParams)
+        run = _step_run(id)
+        count, seqs = logs.search(run, None, errors=True, after=p["after"], limit=p["limit"])
+        return Response({**_header(run), "count": count, "seqs": seqs})
 
 
 class StepRunLogSections(APIView):
@@ -179,6 +194,7 @@ def urlpatterns():
         path("step-runs/<int:id>/events/", StepRunEvents.as_view(), name="step-run-events"),
         path("step-runs/<int:id>/log/", StepRunLog.as_view(), name="step-run-log"),
         path("step-runs/<int:id>/log/search/", StepRunLogSearch.as_view(), name="step-run-log-search"),
+        path("step-runs/<int:id>/log/errors/", StepRunLogErrors.as_view(), name="step-run-log-errors"),
         path("step-runs/<int:id>/log/sections/", StepRunLogSections.as_view(), name="step-run-log-sections"),
         path("step-runs/<int:id>/log/line/", StepRunLogLine.as_view(), name="step-run-log-line"),
         path("step-runs/<int:id>/log/raw/", StepRunLogRaw.as_view(), name="step-run-log-raw"),

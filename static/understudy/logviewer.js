@@ -468,7 +468,7 @@
     async nextError() {
       const from = this.current || this.rowToSeq(this.visibleRange()[0]);
       try {
-        const body = await this.fetchJson(`${this.api}log/search/?errors=true&after=${from}&limit=1`);
+        const body = await this.fetchJson(`${this.api}log/errors/?after=${from}&limit=1`);
         if (body.seqs.length) await this.goTo(body.seqs[0], `Error at line ${body.seqs[0]}`);
         else this.say("No error after this line");
       } catch (e) { this.say(`could not search: ${e.message}`); }

@@ -85,7 +85,7 @@ def test_search_counts_every_hit_and_pages_their_seqs(run, mona):
 
 def test_errors_are_the_stderr_lines_and_those_saying_error(run, mona):
     bulk_log(run, 2, lambda i: ("no Error here? there is one", "stdout") if i == 1 else ("quiet", "stderr"))
-    body = _get(mona, run, sub="search/", errors="true", after=19000)
+    body = _get(mona, run, sub="errors/", after=19000)
     assert body["seqs"] == [20000, N + 1, N + 2] and body["count"] == N // 1000 + 2
 
 

@@ -139,6 +139,7 @@ HTTP = {
     "api:step-run-log": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/log/?tail=10", None, READ_API),
     "api:step-run-log-search": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/log/search/?q=matrix", None,
                                 READ_API),
+    "api:step-run-log-errors": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/log/errors/", None, READ_API),
     "api:step-run-log-sections": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/log/sections/", None,
                                   READ_API),
     "api:step-run-log-line": ("GET", lambda w: f"/api/v1/step-runs/{w['run'].pk}/log/line/?seq=1", None, READ_API),
