@@ -317,6 +317,12 @@
       if (b.dataset.action === "run_for_real" && !confirm("Create the production run? It will change the real production host, continuing from this dress rehearsal's repaired workbench.")) return;
       send(b.dataset.action, {});
     }));
+  // a line's link pasted or followed on this page: that log goes to the line
+  window.addEventListener("hashchange", () => {
+    const at = window.LogViewer.fromHash(location.hash);
+    const v = at && viewers[at.stepRun];
+    if (v) { v.goTo(at.seq, `Line ${at.seq}`); v.el.scrollIntoView({ block: "start" }); }
+  });
   window.understudyDebug = { lastSeq, viewers };
   render();
   connect();

@@ -181,6 +181,10 @@ def test_a_line_permalink_opens_the_page_scrolled_to_it(viewed_run, live_server_
     other.click()
     assert page.url.endswith(f"#sr{viewed_run.pk}-L54325")
     expect(viewer.locator(".lv-row.lv-current")).to_have_attribute("data-seq", "54325")
+    # a link to another line followed on the same page
+    page.evaluate(f"() => {{ location.hash = '#sr{viewed_run.pk}-L777'; }}")
+    expect(viewer.locator(".lv-row.lv-current")).to_have_attribute("data-seq", "777")
+    assert 777 in _visible_seqs(viewer)
     assert page.js_errors == []
 
 
