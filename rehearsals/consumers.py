@@ -1,10 +1,15 @@
 """Live stream of a rehearsal to the browser, and the same actions as the UI.
 
-On connect the client says what it already has (``?after={"<step_run>": seq}``);
-the consumer joins the group first, then replays newer rows from the DB (a page
-at a time, filtered by the database), then streams live frames. Frames are
-deduplicated by (step_run, seq) and a gap in the live stream is filled from the
-DB, so the browser sees every event once, in order.
+On connect the client says from where it wants each step run's events
+(``?after={"<step_run>": seq}``); the consumer joins the group first, then
+replays the rows after that seq from the DB (a page at a time, filtered by the
+database; at most REPLAY_LIMIT rows per step run — past that it sends a
+``skipped`` frame with the range, which the log viewer reads over the log API
+when it is scrolled to), then streams live frames. A step run the client does not
+name is not replayed: its stream starts at the step run's last seq when the socket
+opened (the ``replayed`` message says where), and the page reads what came before
+over the log API. Frames are deduplicated by (step_run, seq) and a gap in the live
+stream is filled from the DB, so the browser sees every event once, in order.
 
 Reading needs ops or managers (checked on connect). Every action message is
 checked again as it arrives: the user's groups are read from the database, the
@@ -34,6 +39,7 @@ from .models import Rehearsal, StepEvent, StepRun
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 500
+REPLAY_LIMIT = 20000
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SEQ = 2**63 - 1
 # daphne (autobahn) refuses to send a WebSocket message over 1 MiB and the socket dies with 1011: a batch is cut
@@ -60,17 +66,25 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
-        self.last_sent.update(self._parse_after())
-        step_runs = await database_sync_to_async(self._step_run_ids)()
-        for step_run in step_runs:
-            while page := await database_sync_to_async(self._page_after)(step_run,
-                                                                         self.last_sent.get(step_run, 0)):
+        asked = self._parse_after()
+        step_runs = await database_sync_to_async(self._step_run_last_seqs)()
+        for step_run, last_seq in step_runs.items():
+            if step_run not in asked:
+                self.last_sent[step_run] = last_seq   # the page reads up to here over the log API
+                continue
+            self.last_sent[step_run] = asked[step_run]
+            if last_seq - asked[step_run] > REPLAY_LIMIT:
+                await self.send_json({"type": "skipped", "step_run": step_run, "after": asked[step_run],
+                                      "upto": last_seq})
+                self.last_sent[step_run] = last_seq
+                continue
+            while page := await database_sync_to_async(self._page_after)(step_run, self.last_sent[step_run]):
                 await self._send_rows(page)
         await self.send_json({"type": "replayed", "last": {str(k): v for k, v in self.last_sent.items()}})
 
     def _parse_after(self) -> dict[int, int]:
         """``?after=`` as {step_run: seq}; anything that is not an object of integers is ignored entry by
-        entry (the replay then starts from the beginning for that step run)."""
+        entry (that step run is then not replayed: it starts at its last seq, as one not named)."""
         qs = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         try:
             raw = json.loads(qs.get("after", ["{}"])[0])
@@ -88,9 +102,11 @@ class RehearsalConsumer(AsyncJsonWebsocketConsumer):
                 after[k] = v
         return after
 
-    def _step_run_ids(self) -> list[int]:
-        return list(StepRun.objects.filter(rehearsal_id=self.rehearsal_id).order_by("pk").values_list(
-            "pk", flat=True))
+    def _step_run_last_seqs(self) -> dict[int, int]:
+        """Each step run's last seq, read after joining the group: every event committed later is also
+        published later, so it reaches this socket live."""
+        return dict(StepRun.objects.filter(rehearsal_id=self.rehearsal_id).order_by("pk").values_list(
+            "pk", "last_seq"))
 
     def _page_after(self, step_run: int, after: int) -> list[dict]:
         """At most REPLAY_CHUNK rows of one step run newer than ``after``, filtered and limited by the

@@ -49,8 +49,8 @@ def allocate_and_store(step_run_id: int, events: list[Event]) -> list[StepEvent]
         last = StepRun.objects.values_list("last_seq", flat=True).get(pk=step_run_id)
         first = last - len(events) + 1
         rows = [
-            StepEvent(step_run_id=step_run_id, seq=first + i,
-                      ts=dt.datetime.fromtimestamp(e.ts, tz=dt.timezone.utc), kind=e.kind, payload=e.payload)
+            StepEvent.of(step_run_id, first + i, dt.datetime.fromtimestamp(e.ts, tz=dt.timezone.utc), e.kind,
+                         e.payload)
             for i, e in enumerate(events)
         ]
         StepEvent.objects.bulk_create(rows)

@@ -135,22 +135,46 @@ class StepRun(models.Model):
         return None
 
 
+# A log line longer than this is sent (over the WebSocket and the log API) cut to this many characters, with its
+# full length; the whole line is fetched on its own (``…/log/lines/<seq>/``).
+LINE_PREVIEW_CHARS = 16 * 1024
+
+
 class StepEvent(models.Model):
-    """One engine event. ``seq`` increases by one per StepRun with no gaps."""
+    """One engine event. ``seq`` increases by one per StepRun with no gaps.
+
+    A log event's text and stream are also in their own columns (``line``, ``stream``), so the log viewer's
+    search is a ``LIKE`` over one text column, filtered by the (step_run, seq) index, and a page of lines can
+    be read with each line cut in SQL, without loading a megabyte line's JSON."""
 
     step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveBigIntegerField()
     ts = models.DateTimeField()
     kind = models.CharField(max_length=16)
     payload = models.JSONField(default=dict)
+    line = models.TextField(blank=True, default="", help_text="A log event's text (empty for other kinds).")
+    stream = models.CharField(max_length=8, blank=True, default="", help_text="A log event's stream.")
 
     class Meta:
         ordering = ["step_run", "seq"]
         constraints = [models.UniqueConstraint(fields=["step_run", "seq"], name="stepevent_seq")]
 
+    @classmethod
+    def of(cls, step_run_id: int, seq: int, ts, kind: str, payload: dict) -> "StepEvent":
+        """A row for one event, its log columns filled from the payload."""
+        line, stream = "", ""
+        if kind == "log":
+            line, stream = str(payload.get("line", "")), str(payload.get("stream", ""))[:8]
+        return cls(step_run_id=step_run_id, seq=seq, ts=ts, kind=kind, payload=payload, line=line, stream=stream)
+
     def as_frame(self) -> dict:
+        payload = self.payload
+        if self.kind == "log":
+            text = payload.get("line", "")
+            if isinstance(text, str) and len(text) > LINE_PREVIEW_CHARS:
+                payload = dict(payload, line=text[:LINE_PREVIEW_CHARS], length=len(text), truncated=True)
         return {"type": "event", "step_run": self.step_run_id, "seq": self.seq, "ts": self.ts.isoformat(),
-                "kind": self.kind, "payload": self.payload}
+                "kind": self.kind, "payload": payload}
 
 
 class Approval(models.Model):

@@ -1,13 +1,14 @@
 // Rehearsal page: renders steps from the API state, streams step events over a
-// WebSocket (replay-then-live, resumable by per-step-run seq), sends actions.
+// WebSocket (live from where each log viewer is, resumable by per-step-run seq), sends actions.
+// Each step run's output is a LogViewer (logviewer.js): it reads its log over the log API and
+// takes the live lines from here.
 (function () {
   "use strict";
   const cfg = window.UNDERSTUDY;
-  const MAX_LINES = 5000; // per step run in the DOM; older lines are counted, not rendered
   let state = JSON.parse(document.getElementById("initial-state").textContent);
-  const lastSeq = {};      // step_run id -> highest seq received
-  const logs = {};         // step_run id -> [{line, stream}]
-  const dropped = {};      // step_run id -> number of lines not kept in the DOM
+  const lastSeq = {};      // step_run id -> highest seq the socket has delivered (or started after)
+  const viewers = {};      // step_run id -> LogViewer
+  const permalink = window.LogViewer.fromHash(location.hash);
   const progress = {};     // step_run id -> latest progress payload
   const phase = {};        // step_run id -> latest phase name
   let ws = null, retryMs = 500, refreshTimer = null;
@@ -98,9 +99,7 @@
       }
       if (run.result && run.result.note) li.append(h("p", { class: "muted", text: `Note: ${run.result.note}` }));
       if (run.panel_html) li.append(renderPanel(run));
-      const pre = h("pre", { class: "log", id: `log-${run.id}` });
-      fillLog(pre, run.id);
-      li.append(pre);
+      li.append(viewerFor(run, step).el);
     }
     if (cfg.canOperate && state.status === "running") {
       const bar = h("div", { class: "row actions" });
@@ -152,12 +151,15 @@
     return panel;
   }
 
-  function fillLog(pre, runId) {
-    const lines = logs[runId] || [];
-    pre.textContent = "";
-    if (dropped[runId]) pre.append(h("span", { class: "muted", text: `… ${dropped[runId]} earlier lines not shown (see the API)\n` }));
-    for (const l of lines) pre.append(h("span", { class: `ln ${l.stream}`, text: l.line + "\n" }));
-    pre.hidden = lines.length === 0 && !dropped[runId];
+  function viewerFor(run, step) {
+    let v = viewers[run.id];
+    if (!v) {
+      v = viewers[run.id] = new window.LogViewer({ stepRun: run.id, api: cfg.stepRunApi, title: step.title });
+      const at = permalink && permalink.stepRun === run.id ? permalink.seq : null;
+      v.open(at).then(() => { if (at) v.el.scrollIntoView({ block: "start" }); });
+    }
+    if (!["running", "queued", "preparing"].includes(run.status)) v.finished();
+    return v;
   }
 
   function renderClone() {
@@ -198,7 +200,10 @@
   function render() {
     renderClone();
     const ol = $("#steps");
+    const focused = document.activeElement;   // a log viewer moves to the new step row: keep its focus
     ol.replaceChildren(...state.steps.map(renderStep));
+    if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
+    Object.values(viewers).forEach((v) => { if (v.el.isConnected) v.reattached(); });
     const badge = $("#rehearsal-status");
     badge.textContent = state.status_label;
     badge.className = `badge st-${state.status}`;
@@ -221,22 +226,6 @@
     if (table) table.replaceChild(tbody, table.tBodies[0]);
   }
 
-  function appendLine(runId, line, stream) {
-    const list = (logs[runId] = logs[runId] || []);
-    list.push({ line, stream });
-    const pre = document.getElementById(`log-${runId}`);
-    if (list.length > MAX_LINES) {
-      list.shift();
-      dropped[runId] = (dropped[runId] || 0) + 1;
-      if (pre && pre.firstChild && pre.firstChild.classList.contains("ln")) pre.removeChild(pre.firstChild);
-    }
-    if (pre) {
-      pre.hidden = false;
-      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.append(h("span", { class: `ln ${stream}`, text: line + "\n" }));
-      if (atBottom) pre.scrollTop = pre.scrollHeight;
-    }
-  }
 
   function onFrame(f) {
     if (f.type === "status") { scheduleRefresh(); return; }
@@ -244,8 +233,9 @@
     const prev = lastSeq[f.step_run] || 0;
     if (f.seq <= prev) return; // never show a line twice
     lastSeq[f.step_run] = f.seq;
-    if (f.kind === "log") appendLine(f.step_run, f.payload.line, f.payload.stream);
-    else if (f.kind === "progress") { progress[f.step_run] = f.payload; updateProgress(f.step_run); }
+    if (viewers[f.step_run]) viewers[f.step_run].onEvent(f);
+    if (f.kind === "log") return;
+    if (f.kind === "progress") { progress[f.step_run] = f.payload; updateProgress(f.step_run); }
     else if (f.kind === "phase") {
       // a new phase has no progress yet: show it as busy rather than the last phase's numbers
       phase[f.step_run] = f.payload.name; progress[f.step_run] = null; updateProgress(f.step_run);
@@ -281,6 +271,8 @@
 
   function connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
+    // the first connection names no step run: each starts at its last seq (the viewers read the rest over
+    // the log API); a reconnection names what it has, so nothing is missed or doubled
     const after = encodeURIComponent(JSON.stringify(lastSeq));
     ws = new WebSocket(`${proto}://${location.host}/ws/rehearsals/${cfg.rehearsal}/?after=${after}`);
     const live = $("#live");
@@ -288,7 +280,13 @@
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
       if (msg.type === "batch") msg.frames.forEach(onFrame);
-      else if (msg.type === "replayed") scheduleRefresh();
+      else if (msg.type === "replayed") {
+        for (const [sr, seq] of Object.entries(msg.last)) lastSeq[sr] = Math.max(lastSeq[sr] || 0, seq);
+        scheduleRefresh();
+      } else if (msg.type === "skipped") {
+        lastSeq[msg.step_run] = Math.max(lastSeq[msg.step_run] || 0, msg.upto);
+        if (viewers[msg.step_run]) viewers[msg.step_run].onSkipped(msg.upto);
+      }
       else if (msg.type === "action.result") showActionResult(msg);
     };
     ws.onclose = (ev) => {
@@ -322,7 +320,13 @@
       if (b.dataset.action === "run_for_real" && !confirm("Create the production run? It will change the real production host, continuing from this dress rehearsal's repaired workbench.")) return;
       send(b.dataset.action, {});
     }));
-  window.understudyDebug = { lastSeq, logs };
+  // a line's link pasted or followed on this page: that log goes to the line
+  window.addEventListener("hashchange", () => {
+    const at = window.LogViewer.fromHash(location.hash);
+    const v = at && viewers[at.stepRun];
+    if (v) { v.goTo(at.seq, `Line ${at.seq}`); v.el.scrollIntoView({ block: "start" }); }
+  });
+  window.understudyDebug = { lastSeq, viewers };
   render();
   connect();
 })();

@@ -4,6 +4,7 @@ import pytest
 from accounts import tokens
 from rehearsals import transitions
 from rehearsals.models import Finding, StepRun
+from tests.support.logs import bulk_log
 
 MANUAL = {"kind": "manual", "params": {"instructions": "x"}, "needs_approval": True}
 
@@ -29,6 +30,8 @@ def world(users, make_rehearsal, host_row, hypervisor):
     # a report with a published version and an action item: the report routes' targets
     from reports import lifecycle as reports
 
+    # one line in its log: the log routes' target (…/log/line/?seq=1)
+    bulk_log(run, 1, lambda i: ("matrix line", "stdout"))
     finding = Finding.objects.create(rehearsal=awaiting, step_run=run, path="/srv/minidb/data/t1.dbf",
                                      path_b64="L3Nydi9taW5pZGIvZGF0YS90MS5kYmY=", clone_path_b64="", rel_b64="dDEuZGJm",
                                      change="changed", verdict="corrupted_on_production")

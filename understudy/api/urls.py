@@ -7,6 +7,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from rehearsals.api import log as step_run_log
 from rehearsals.api import views as rehearsals_api
 from reports.api import views as reports_api
 
@@ -26,5 +27,6 @@ urlpatterns = [
     # Swagger UI from the package's own static files (drf-spectacular-sidecar), no CDN; for people: a browser
     # without a session is sent to the login page. (Not ReDoc: its page template loads web fonts from Google.)
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api:schema")), name="docs"),
+    *step_run_log.urlpatterns(),   # before the router: step-runs/<id>/… below a step run is not the router's
     *router.urls,
 ]
