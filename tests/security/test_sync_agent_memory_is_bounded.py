@@ -114,15 +114,25 @@ def _address_space_limit(pid: int) -> int | None:
     return None
 
 
-class CapWatcher(PeakWatcher):
-    """PeakWatcher that also records each agent's address-space limit while it runs."""
+def _root_of(pid: int) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/root")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
-    def __init__(self, mode: str) -> None:
+
+class CapWatcher(PeakWatcher):
+    """PeakWatcher of the agents running in ``hosts`` only (other runs on this machine start agents
+    too): an agent's / is its host's rootfs. Also records each one's address-space limit."""
+
+    def __init__(self, mode: str, hosts: list[Any]) -> None:
         super().__init__(mode)
+        self.roots = {(st.st_dev, st.st_ino) for st in (os.stat(h.rootfs) for h in hosts)}
         self.limits: dict[int, int] = {}
 
     def agents(self) -> list[int]:
-        pids = super().agents()
+        pids = [pid for pid in super().agents() if _root_of(pid) in self.roots]
         for pid in pids:
             if pid not in self.limits:
                 limit = _address_space_limit(pid)
@@ -151,7 +161,7 @@ def test_sync_back_of_a_file_four_times_the_agents_address_space_succeeds_under_
         probe = host.run(f"python3 -c 'bytearray({size})'", check=False)
         assert probe.returncode != 0 and "MemoryError" in probe.stderr, probe
 
-    readers, appliers = CapWatcher("read"), CapWatcher("apply")
+    readers, appliers = CapWatcher("read", [clone]), CapWatcher("apply", [prod])
     for w in (readers, appliers):
         w.start()
     try:
