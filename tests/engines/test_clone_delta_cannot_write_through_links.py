@@ -9,6 +9,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from tests.support.clone import TREE_KINDS, tree_parent
 from workers.engines.confined import identical_entries, merge_tree
 
 
@@ -22,11 +25,18 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_a_hostile_delta_stream_lands_inside_the_tree(tmp_path: Path):
+@pytest.mark.parametrize("tree_kind", TREE_KINDS)
+def test_a_hostile_delta_stream_lands_inside_the_tree(tmp_path: Path, tree_kind: str):
+    with tree_parent(tree_kind, tmp_path) as parent:
+        _hostile_delta(tmp_path, parent)
+
+
+def _hostile_delta(tmp_path: Path, parent: Path) -> None:
+    """Staging and delta under ``parent`` (one file system: the merge renames), the hypervisor's files outside."""
     outside = tmp_path / "hypervisor-etc"
     outside.mkdir()
     (outside / "passwd").write_bytes(b"the hypervisor's own file\n")
-    staging = tmp_path / "staging"
+    staging = parent / "staging"
     (staging / "etc").mkdir(parents=True)
     (staging / "etc" / "conf").symlink_to(outside)          # left by the first pass
     (staging / "etc" / "keep").write_bytes(b"unchanged\n")
@@ -41,7 +51,7 @@ def test_a_hostile_delta_stream_lands_inside_the_tree(tmp_path: Path):
     (outside / "passwd").write_bytes(b"the hypervisor's own file\n")
 
     # what the clone does: an empty directory, then a merge that never follows a link
-    delta = tmp_path / "delta"
+    delta = parent / "delta"
     delta.mkdir()
     subprocess.run(["tar", "-x", "-f", "-", "-C", str(delta)], input=stream, check=True)
     assert merge_tree(delta, staging) >= 3

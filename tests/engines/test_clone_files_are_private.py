@@ -36,15 +36,23 @@ def _staging(tmp_path: Path) -> Path:
     return root
 
 
-def test_clone_dir_and_staging_are_private(tmp_path):
+@pytest.mark.parametrize("image_build", ["auto", "staging"])
+def test_clone_dir_and_staging_are_private(tmp_path, image_build):
     source = Endpoint("192.0.2.1", 22, "root", None, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest", label="prod")
     run = clone._CloneRun(source, "test:///default", tmp_path / "storage", CloneOptions(name="us-t-private",
-                          hostname="h"), RecordingEmitter(), None)
+                          hostname="h", image_build=image_build), RecordingEmitter(), None)
     facts = SourceFacts(tar_version="tar (GNU tar) 1.34", xattrs=True, acls=True, selinux=False, bytes=1 << 20,
                         files=10, clock=None, swap_files=[], boot_separate=False, other_mounts=[])
     run.reserve_space(facts)
-    assert _mode(run.clone_dir) == 0o700
-    assert _mode(run.staging) == 0o700
+    try:
+        assert _mode(run.clone_dir) == 0o700
+        assert _mode(run.staging) == 0o700
+        if image_build == "auto":   # root here: the image is mounted at staging, and private too
+            assert run.mounted is not None and os.path.ismount(run.staging)
+            assert _mode(run.mounted.raw) == 0o600
+    finally:
+        run.fail(RuntimeError("end of test"))
+    assert not run.clone_dir.exists()
 
 
 def test_disk_images_are_private(tmp_path):

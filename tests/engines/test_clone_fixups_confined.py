@@ -8,6 +8,7 @@ neither in a file of the tree (other than the hard link the test planted) nor in
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clone import TREE_KINDS, tree_parent
 from workers.engines import clone
 from workers.engines.clone import CloneOptions, FixupError, fixup_clone
 from workers.engines.confined import ConfinementError, Root
@@ -92,9 +94,11 @@ def _digest(top: Path) -> str:
     return h.hexdigest()
 
 
-def _hostile(tmp_path: Path, rel: str, how: str) -> tuple[Path, Path, set[tuple[int, int]]]:
-    """(tree, outside, inodes planted as hard links)."""
-    tree = _benign_tree(tmp_path / "staging")
+def _hostile(tmp_path: Path, rel: str, how: str, parent: Path | None = None
+             ) -> tuple[Path, Path, set[tuple[int, int]]]:
+    """(tree, outside, inodes planted as hard links). The tree is built under ``parent`` (default
+    ``tmp_path``), the outside mirror in ``tmp_path``."""
+    tree = _benign_tree((parent or tmp_path) / "staging")
     outside = tmp_path / "hypervisor"
     shutil.copytree(tree, outside / "mirror", symlinks=True)
     for p in (outside / "mirror").rglob("*"):
@@ -133,9 +137,25 @@ def _sentinel_in_tree(tree: Path, planted: set[tuple[int, int]]) -> list[str]:
     return found
 
 
+@pytest.fixture(params=TREE_KINDS)
+def tree_kind(request):
+    return request.param
+
+
 @pytest.mark.parametrize("rel, how", CASES, ids=[f"{how}:{rel}" for rel, how in CASES])
-def test_fixups_and_boot_files_never_leave_the_tree(tmp_path, worker_key, rel, how):
-    tree, outside, planted = _hostile(tmp_path, rel, how)
+def test_fixups_and_boot_files_never_leave_the_tree(tmp_path, worker_key, rel, how, tree_kind):
+    with tree_parent(tree_kind, tmp_path) as parent:
+        _fix_up_a_hostile_tree(tmp_path, parent, worker_key, rel, how, tree_kind)
+
+
+def _fix_up_a_hostile_tree(tmp_path, parent, worker_key, rel, how, tree_kind):
+    if how == "hardlink" and tree_kind == "mounted image":
+        # the image is its own file system: production's tree cannot hard-link a hypervisor file
+        with pytest.raises(OSError) as exc:
+            _hostile(tmp_path, rel, how, parent)
+        assert exc.value.errno == errno.EXDEV
+        return
+    tree, outside, planted = _hostile(tmp_path, rel, how, parent)
     before = _digest(outside)
     em = RecordingEmitter()
     opts = CloneOptions(name="us-t-confined", hostname="db-clone", disable_services=["cron", "minidb"])

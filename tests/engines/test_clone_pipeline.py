@@ -1,10 +1,13 @@
 """The whole clone pipeline against a real sshd production host, up to define/create on
-libvirt's test driver: tar stream, delta pass and consistency report, fix-ups, disk image."""
+libvirt's test driver: tar stream, delta pass and consistency report, fix-ups, disk image —
+through the loop-mounted image (the worker runs as root here) and through a staging directory."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -41,11 +44,29 @@ def _prepare_production(host) -> None:
              ">/dev/null 2>&1 </dev/null &")
 
 
-def _in_staging(result: CloneResult, path: str) -> Path:
-    return Path(result.staging_dir) / path.lstrip("/")
+@contextlib.contextmanager
+def _clone_tree(result: CloneResult, image_build: str, at: Path) -> Iterator[Path]:
+    """The clone's tree as it went into its disk: the staging dir, or the image's base mounted read-only."""
+    if image_build == "staging":
+        yield Path(result.staging_dir)
+        return
+    assert os.listdir(result.staging_dir) == [], "the mount point is left empty"
+    backing = subprocess.run(["qemu-img", "info", "--output=json", result.disk_path], capture_output=True,
+                             text=True, check=True).stdout
+    raw = Path(result.clone_dir) / "disk.raw"
+    assert '"backing-filename-format": "raw"' in backing and str(raw) in backing
+    assert oct(raw.stat().st_mode & 0o777) == "0o400"
+    at.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro,nosuid,nodev,noexec", str(raw), str(at)], check=True)
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", str(at)], check=True)
 
 
-def test_clone_of_a_live_host_streams_fixes_up_builds_and_defines(make_test_host, hv_test, worker_key, tmp_path):
+@pytest.mark.parametrize("image_build", ["auto", "staging"])
+def test_clone_of_a_live_host_streams_fixes_up_builds_and_defines(make_test_host, hv_test, worker_key, tmp_path,
+                                                                   image_build):
     host = make_bootable(make_test_host("db-prod-01", minidb=True))
     _prepare_production(host)
     key_path, worker_pub = worker_key
@@ -59,7 +80,7 @@ def test_clone_of_a_live_host_streams_fixes_up_builds_and_defines(make_test_host
                            pre_command="sync && echo pre > /var/tmp/pre-ran",
                            post_command="echo post > /var/tmp/post-ran",
                            exclude=["/srv/excluded"], disable_services=["minidb"], worker_public_key=worker_pub,
-                           memory_mib=512)
+                           memory_mib=512, image_build=image_build)
     result = clone_host(endpoint(host), hypervisor_uri=TEST_URI, storage_dir=storage, options=options,
                         emitter=emitter)
 
@@ -81,36 +102,43 @@ def test_clone_of_a_live_host_streams_fixes_up_builds_and_defines(make_test_host
     assert c["unreadable"] == [] and "crash-consistent" in c["summary"]
     assert result.point_in_time > 0 and result.source_point_in_time is not None
 
-    # -- the staged tree is production's, with the delta applied
-    assert _in_staging(result, "/srv/app/ledger.dat").read_text() == "v2-written-during-copy\n"
-    assert not _in_staging(result, "/srv/app/victim.dat").exists()
-    assert _in_staging(result, "/var/tmp/pre-ran").read_text() == "pre\n"      # pre ran before the copy
-    assert not _in_staging(result, "/var/tmp/post-ran").exists()                 # post ran after it
-    assert host.run("cat /var/tmp/post-ran").stdout == "post\n"
-    assert not _in_staging(result, "/srv/excluded").exists()
-    for pseudo in ("/proc", "/dev", "/run", "/tmp"):
-        assert _in_staging(result, pseudo).is_dir() and os.listdir(_in_staging(result, pseudo)) == []
-    owned = _in_staging(result, "/srv/owned.txt")
-    assert (owned.stat().st_uid, owned.stat().st_gid) == (4242, 4343)           # numeric owners
-    assert os.getxattr(owned, "user.understudy") == b"kept"                        # xattrs
-    assert (_in_staging(result, "/var/lib/minidb/control.json")).is_file()
+    ran = [line for line in emitter.lines("info") if line.startswith("image build: ")]
+    assert len(ran) == 1 and ("loop-mounted" in ran[0]) == (image_build == "auto"), ran
 
-    # -- fix-ups
-    assert _in_staging(result, "/etc/hostname").read_text() == "db-prod-01-clone\n"
-    assert "db-prod-01-clone" in _in_staging(result, "/etc/hosts").read_text()
-    assert "db-prod-01\n" not in _in_staging(result, "/etc/hosts").read_text()
-    pub = _in_staging(result, "/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-    assert " ".join(pub[:2]) == result.host_key != host.host_public_key
-    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(_in_staging(result, "/etc/ssh/ssh_host_ed25519_key"))],
-                             capture_output=True, text=True, check=True).stdout.split()
-    assert derived[:2] == pub[:2]
-    assert worker_pub in _in_staging(result, "/root/.ssh/authorized_keys").read_text()
-    assert oct(_in_staging(result, "/root/.ssh/authorized_keys").stat().st_mode & 0o777) == "0o600"
-    fstab = _in_staging(result, "/etc/fstab").read_text().splitlines()
-    assert [l for l in fstab if l.split()[1:2] == ["/"]] == ["/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1"]
-    assert "minidb" not in _in_staging(result, "/etc/understudy/services.enabled").read_text().split()
-    assert "minidb" in (host.rootfs / "etc/understudy/services.enabled").read_text().split()  # production untouched
-    assert host.run("cat /etc/hostname").stdout == "db-prod-01\n"
+    with _clone_tree(result, image_build, tmp_path / "image-ro") as tree:
+        def _in(path: str) -> Path:
+            return tree / path.lstrip("/")
+
+        # -- the staged tree is production's, with the delta applied
+        assert _in("/srv/app/ledger.dat").read_text() == "v2-written-during-copy\n"
+        assert not _in("/srv/app/victim.dat").exists()
+        assert _in("/var/tmp/pre-ran").read_text() == "pre\n"      # pre ran before the copy
+        assert not _in("/var/tmp/post-ran").exists()                 # post ran after it
+        assert host.run("cat /var/tmp/post-ran").stdout == "post\n"
+        assert not _in("/srv/excluded").exists()
+        for pseudo in ("/proc", "/dev", "/run", "/tmp"):
+            assert _in(pseudo).is_dir() and os.listdir(_in(pseudo)) == []
+        owned = _in("/srv/owned.txt")
+        assert (owned.stat().st_uid, owned.stat().st_gid) == (4242, 4343)           # numeric owners
+        assert os.getxattr(owned, "user.understudy") == b"kept"                        # xattrs
+        assert (_in("/var/lib/minidb/control.json")).is_file()
+
+        # -- fix-ups
+        assert _in("/etc/hostname").read_text() == "db-prod-01-clone\n"
+        assert "db-prod-01-clone" in _in("/etc/hosts").read_text()
+        assert "db-prod-01\n" not in _in("/etc/hosts").read_text()
+        pub = _in("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        assert " ".join(pub[:2]) == result.host_key != host.host_public_key
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", str(_in("/etc/ssh/ssh_host_ed25519_key"))],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert derived[:2] == pub[:2]
+        assert worker_pub in _in("/root/.ssh/authorized_keys").read_text()
+        assert oct(_in("/root/.ssh/authorized_keys").stat().st_mode & 0o777) == "0o600"
+        fstab = _in("/etc/fstab").read_text().splitlines()
+        assert [l for l in fstab if l.split()[1:2] == ["/"]] == ["/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1"]
+        assert "minidb" not in _in("/etc/understudy/services.enabled").read_text().split()
+        assert "minidb" in (host.rootfs / "etc/understudy/services.enabled").read_text().split()  # production untouched
+        assert host.run("cat /etc/hostname").stdout == "db-prod-01\n"
 
     # -- disk image, kernel copies, domain
     info = subprocess.run(["qemu-img", "info", "--output=json", result.disk_path], capture_output=True,

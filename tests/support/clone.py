@@ -2,6 +2,7 @@
 test:///default connection, and the "nothing left behind" check."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,5 +51,33 @@ def worker_key(tmp_path: Path) -> tuple[Path, str]:
 def assert_nothing_left(hv: Hypervisor, storage: Path, name: str) -> None:
     assert name not in [d.name for d in hv.list_clones()], f"domain {name} left behind"
     assert hv._lookup(name) is None
+    # a loop-mounted image: unmounted and its loop device detached, whatever failed
+    mounts = Path("/proc/self/mounts").read_text().split("\n")
+    assert not [m for m in mounts if f" {storage}/" in m], f"still mounted under {storage}"
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert f"({storage}/" not in loops, f"loop device left attached: {loops}"
     leftovers = sorted(str(p) for p in storage.rglob("*")) if storage.exists() else []
     assert leftovers == [], f"left behind in {storage}: {leftovers[:10]}"
+
+
+@contextlib.contextmanager
+def tree_parent(kind: str, tmp_path: Path) -> Iterator[Path]:
+    """Where a test builds the clone's tree: ``tmp_path`` itself ("directory", the staging
+    fallback), or the root of a loop-mounted ext4 image ("mounted image", as clone_host does
+    when it can mount), unmounted and removed afterwards."""
+    from workers.engines.image import MountedImage
+
+    if kind == "directory":
+        yield tmp_path
+        return
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    image = MountedImage.create(tmp_path / "disk.raw", mnt, size=64 << 20, files=1000)
+    try:
+        yield mnt
+    finally:
+        assert image.discard() == []
+        assert not (tmp_path / "disk.raw").exists() and image.loop_devices() == []
+
+
+TREE_KINDS = ["directory", "mounted image"]

@@ -7,9 +7,10 @@ Pipeline (each stage is an Emitter ``phase``)::
 
 * **stream**: one GNU tar stream over SSH (a ``remote.RemoteProcess``: the OpenSSH client by
   default, pinned host key, ~2.5x paramiko's throughput) spliced into a local ``tar -x`` in
-  ``storage_dir/<name>/staging``. One file system (plus /boot when it is a separate
-  mount: the clone boots its own kernel), numeric owners, xattrs/ACLs when both tars
-  support them, sparse files kept sparse.
+  ``storage_dir/<name>/staging``: the clone's own ext4 image loop-mounted there (``nosuid,nodev``)
+  when the worker is root with loop devices, else a plain staging directory (see **image**).
+  One file system (plus /boot when it is a separate mount: the clone boots its own kernel),
+  numeric owners, xattrs/ACLs when both tars support them, sparse files kept sparse.
 * **delta**: a second ``tar --newer=@T0`` pass (mtime *or* ctime newer than the moment
   the first pass started, production's clock, because production stamped the mtimes)
   re-copies what changed while the first pass ran; a file listing of production
@@ -18,7 +19,9 @@ Pipeline (each stage is an Emitter ``phase``)::
 * **fixup** (in staging, before the image exists): hostname, fresh SSH host keys (the
   new ed25519 public key is the pin), the worker key authorized for root, fstab on
   /dev/vda, network on DHCP (qemu user-net), services disabled.
-* **image**: ``image.build_disk`` (mke2fs -d + qemu-img convert).
+* **image**: a mounted image is unmounted and becomes the read-only raw base of the clone's
+  qcow2 overlay (no second copy: peak disk ~ the host's used bytes); a staging directory goes
+  through ``image.build_disk`` (mke2fs -d + qemu-img convert: up to three copies at once).
 * **define/boot**: ``hypervisor.Hypervisor.define_and_start`` (direct kernel boot from the
   clone's own /boot, user-mode networking with ``restrict=on``, SSH forwarded on
   127.0.0.1 only), then wait until the clone answers SSH *with the pinned new key*.
@@ -54,7 +57,8 @@ from .hypervisor import (
     DOMAIN_NAME_RE, CapacityError, CloneDomainSpec, DomainInfo, DomainNotFoundError, Hypervisor, HypervisorError,
     ReadinessTimeout, detect_accel, free_port, tail_file,
 )
-from .image import MiB, DiskFullError, DiskImage, ImageError, build_disk, find_boot_files
+from .image import (MiB, DiskFullError, DiskImage, ImageError, MountedImage, TreeSize, build_disk, estimate_tree_size,
+                    find_boot_files, image_size_for, loop_mount_unavailable)
 from .overlay import ImageFile, create_overlay, edit_image
 from .remote import TRANSPORTS, PipeLines, RemoteProcess, pick_transport
 from .ssh import Session, scan_host_key
@@ -74,6 +78,10 @@ _HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9@_.:+-]+$")
 # Where a host declares its plain service lists (one absolute path a line): see declared_service_lists.
 SERVICE_LISTS = "/etc/understudy/service-lists"
+# How the tree reaches the disk image: "auto" extracts into the loop-mounted image when the
+# worker can mount (root, loop devices), else into a staging directory; "staging" forces the latter.
+IMAGE_BUILDS = ("auto", "staging")
+IMAGE_LABEL = "understudy-root"
 # Virtual file systems that stay in a clone's fstab; block, network and swap lines go.
 _VIRTUAL_FS = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup", "cgroup2", "debugfs",
                "hugetlbfs", "mqueue", "binfmt_misc", "configfs", "pstore", "tracefs", "fusectl", "ramfs"}
@@ -178,6 +186,7 @@ class CloneOptions:
     transport: str = "openssh"                 # the tar streams: OpenSSH client (bulk speed), paramiko or auto
     stand_in: StandInOptions | None = None     # also boot a stand-in of production (dress rehearsal)
     cmdline: str = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
+    image_build: str = "auto"                  # IMAGE_BUILDS: mounted image when possible, or staging dir
 
 
 @dataclass
@@ -260,6 +269,8 @@ def _validate(options: CloneOptions) -> None:
             raise CloneSpecError(f"bad stand-in hostname {options.stand_in.hostname!r}")
     if options.transport not in TRANSPORTS:
         raise CloneSpecError(f"transport must be one of {', '.join(TRANSPORTS)}, not {options.transport!r}")
+    if options.image_build not in IMAGE_BUILDS:
+        raise CloneSpecError(f"image_build must be one of {', '.join(IMAGE_BUILDS)}, not {options.image_build!r}")
     if not 0 <= options.headroom_percent <= 1000:
         raise CloneSpecError(f"headroom_percent={options.headroom_percent} out of range 0..1000")
 
@@ -1060,6 +1071,7 @@ class _CloneRun:
                         "stand_in_domain": False}
         self.stand_in_dir = self.storage / options.stand_in.name if options.stand_in else None
         self.hv: Hypervisor | None = None
+        self.mounted: MountedImage | None = None   # the clone's image, mounted at staging while it is filled
 
     # -- connect
     def open_hypervisor(self) -> Hypervisor:
@@ -1091,8 +1103,15 @@ class _CloneRun:
     # -- capacity
     def reserve_space(self, facts: SourceFacts) -> None:
         margin = 1 + self.options.headroom_percent / 100
-        # peak use: staging + the sparse raw ext4 + the qcow2 being converted from it
-        needed = int(facts.bytes * margin * 3)
+        why_not = "image_build=staging" if self.options.image_build == "staging" else loop_mount_unavailable()
+        if why_not is None:
+            # the sparse image holds the data once; ext4's metadata comes on top
+            needed = int(facts.bytes * margin) + 256 * MiB
+            layout = "mounted image"
+        else:
+            # peak use: staging + the sparse raw ext4 + the qcow2 being converted from it
+            needed = int(facts.bytes * margin * 3)
+            layout = "staging + image"
         if not self.storage.exists():
             self.storage.mkdir(parents=True)
             self.created["storage"] = True
@@ -1101,7 +1120,7 @@ class _CloneRun:
         except CapacityError as exc:
             raise CloneCapacityError(
                 f"refusing to clone {self.source}: ~{_human(facts.bytes)} to copy needs {_human(needed)} on the "
-                f"hypervisor (staging + image, +{self.options.headroom_percent}% headroom): {exc}") from exc
+                f"hypervisor ({layout}, +{self.options.headroom_percent}% headroom): {exc}") from exc
         self.emitter.log(f"capacity: {_human(free)} free in {self.storage}, ~{_human(needed)} needed", "info")
         # production's files, keys and setuid binaries: readable by root only (qemu runs as root)
         self.clone_dir.mkdir(mode=0o700)
@@ -1111,6 +1130,30 @@ class _CloneRun:
             f"{self.options.name}\n{self.options.rehearsal_id}\n{time.time():.3f}\n")
         self.staging.mkdir(mode=0o700)
         os.chmod(self.staging, 0o700)
+        if why_not is None:
+            why_not = self._mount_image(facts)
+        if why_not is not None:
+            self.emitter.log(f"image build: staging directory {self.staging}, then mke2fs -d + qemu-img convert "
+                             f"(up to 3x the host's data on this disk at once): {why_not}", "info")
+            if layout == "mounted image":   # the mount failed after the smaller check: check for this layout
+                try:
+                    Hypervisor.check_capacity(self.storage, int(facts.bytes * margin * 3))
+                except CapacityError as exc:
+                    raise CloneCapacityError(f"refusing to clone {self.source} through a staging directory: "
+                                             f"{exc}") from exc
+
+    def _mount_image(self, facts: SourceFacts) -> str | None:
+        """Create and mount the clone's image at staging; returns why not when it cannot be."""
+        headroom = max(int(facts.bytes * self.options.headroom_percent / 100), MIN_IMAGE_HEADROOM)
+        size = image_size_for(TreeSize(bytes=facts.bytes, apparent=facts.bytes, files=facts.files), headroom)
+        try:
+            self.mounted = MountedImage.create(self.clone_dir / "disk.raw", self.staging, size=size,
+                                               files=facts.files, label=IMAGE_LABEL)
+        except ImageError as exc:
+            return f"the image could not be loop-mounted ({exc})"
+        self.emitter.log(f"image build: tar extracts straight into the clone's ext4 image {self.mounted.raw} "
+                         f"({size // MiB} MiB, sparse) loop-mounted at {self.staging} (nosuid,nodev)", "info")
+        return None
 
     # -- stream + delta
     def copy(self, session: Session, facts: SourceFacts) -> _Copy:
@@ -1147,8 +1190,13 @@ class _CloneRun:
         # The delta lands in an empty directory and is merged in without following links: extracted
         # over staging, a member "x/f" would be written through a symlink "x" that the first pass
         # put there (tar guards links within one archive, not those already on disk).
-        delta_dir = self.clone_dir / "delta"
-        delta_dir.mkdir(mode=0o700)
+        if self.mounted is not None:
+            # on the image's own file system (the merge renames), under a name production cannot
+            # have chosen (made after the first pass, O_EXCL-like mkdir)
+            delta_dir = Path(tempfile.mkdtemp(prefix=".understudy-delta-", dir=self.staging))
+        else:
+            delta_dir = self.clone_dir / "delta"
+            delta_dir.mkdir(mode=0o700)
         delta = run_tar_pass(self.source, remote_tar_command(o, facts, newer_than=newer, xattrs=xattrs, acls=acls),
                              delta_dir, xattrs=xattrs, acls=acls, emitter=em, stage="delta", total_bytes=None,
                              total_files=None, cancel=self.cancel, transport=transport)
@@ -1157,7 +1205,8 @@ class _CloneRun:
         unchanged = identical_entries(delta_dir, self.staging)
         merge_tree(delta_dir, self.staging)
         delta_dir.rmdir()
-        gone = sorted(list_staging(self.staging) - list_source(session, o, facts))
+        gone = sorted(list_staging(self.staging) - list_source(session, o, facts)
+                      - ({b"./lost+found"} if self.mounted is not None else set()))   # e2fsck's, made by mkfs
         remove_vanished(self.staging, gone)
         unreadable = sorted(set(unreadable) | set(delta.diagnostics.unreadable))
         consistency = build_consistency(first, delta, [_abs(os.fsdecode(g)) for g in gone], unreadable,
@@ -1183,13 +1232,44 @@ class _CloneRun:
     # -- image
     def build_image(self, facts: SourceFacts) -> DiskImage:
         disk = self.clone_dir / "disk.qcow2"
+        if self.mounted is not None:
+            return self._finish_mounted_image(disk)
         headroom = max(int(facts.bytes * self.options.headroom_percent / 100), MIN_IMAGE_HEADROOM)
         try:
-            return build_disk(self.staging, disk, self.emitter, headroom=headroom, label="understudy-root")
+            return build_disk(self.staging, disk, self.emitter, headroom=headroom, label=IMAGE_LABEL)
         except DiskFullError as exc:
             raise CloneCapacityError(f"building the clone's disk: {exc}") from exc
         except ImageError as exc:
             raise ImageBuildError(f"building the clone's disk: {exc}") from exc
+
+    def _finish_mounted_image(self, disk: Path) -> DiskImage:
+        """Unmount the filled image; it becomes the read-only raw base of the clone's qcow2 overlay."""
+        assert self.mounted is not None
+        em = self.emitter
+        em.phase("image")
+        tree = estimate_tree_size(self.staging)
+        t0 = time.monotonic()
+        try:
+            self.mounted.unmount()
+        except ImageError as exc:
+            raise ImageBuildError(f"finishing the clone's disk: {exc}") from exc
+        unmount_s = time.monotonic() - t0
+        raw = self.mounted.raw
+        os.chmod(raw, 0o400)
+        t1 = time.monotonic()
+        try:
+            create_overlay(raw, disk, backing_format="raw")
+        except ImageError as exc:
+            raise ImageBuildError(f"creating the clone's overlay on {raw}: {exc}") from exc
+        overlay_s = time.monotonic() - t1
+        allocated = os.stat(raw).st_blocks * 512
+        em.log(f"image: {raw} unmounted in {unmount_s:.2f}s ({tree.files} inodes, {allocated / MiB:.1f} MiB "
+               f"allocated of {self.mounted.size // MiB} MiB); overlay {disk} on it (no copy)", "info")
+        em.data("disk_image", {"path": str(disk), "base": str(raw), "virtual_size": self.mounted.size,
+                               "qcow2_bytes": disk.stat().st_size, "files": tree.files, "mkfs_seconds": 0.0,
+                               "convert_seconds": round(overlay_s, 3), "unmount_seconds": round(unmount_s, 3)})
+        return DiskImage(path=disk, virtual_size=self.mounted.size, qcow2_bytes=disk.stat().st_size, tree=tree,
+                         mkfs_seconds=0.0, convert_seconds=overlay_s)
 
     # -- stand-in: the same point in time on a copy-on-write overlay, its own identity
     def prepare_stand_in(self, disk: Path, staged: _Staged) -> _StandIn:
@@ -1282,6 +1362,11 @@ class _CloneRun:
         self.phases.stop()
         where = list(self.phases.timings)[-1] if self.phases.timings else "connect"
         self.emitter.log(f"clone failed in phase {where}: {type(exc).__name__}: {exc}; cleaning up", "stderr")
+        if self.mounted is not None:
+            # before the directory goes: a tree still mounted there would be walked, and its
+            # mount point could not be removed
+            for problem in self.mounted.discard():
+                self.emitter.log(f"cleanup: {problem}", "stderr")
         if self.options.stand_in is not None:
             _cleanup(self.hv, self.options.stand_in.name, self.stand_in_dir, self.storage,
                      {"domain": self.created["stand_in_domain"], "clone_dir": self.created["stand_in_dir"],
@@ -1293,7 +1378,8 @@ def clone_host(source: Endpoint, *, hypervisor_uri: str, storage_dir: str | Path
                emitter: Emitter | None = None, cancel: Callable[[], bool] | None = None) -> CloneResult:
     """Clone the running host ``source`` into a libvirt domain ``options.name``.
 
-    Layout: ``storage_dir/<name>/{staging/, disk.qcow2, vmlinuz, initrd.img, serial.log}``.
+    Layout: ``storage_dir/<name>/{disk.raw (read-only base), disk.qcow2, staging/ (empty mount point), vmlinuz,
+    initrd.img, serial.log}`` with a mounted image; ``{staging/, disk.qcow2, ...}`` with a staging directory.
     ``cancel`` is polled between phases and during the streams. On any failure everything
     this call created is removed before the exception propagates.
     """
@@ -1452,7 +1538,7 @@ def destroy_clone(hypervisor_uri: str, target: CloneResult | str, *, storage_dir
 
 
 __all__ = [
-    "CloneOptions", "CloneResult", "StandInOptions", "clone_host", "destroy_clone",
+    "CloneOptions", "CloneResult", "StandInOptions", "IMAGE_BUILDS", "clone_host", "destroy_clone",
     "CloneError", "CloneSpecError", "CloneExistsError", "SourceError", "TarMissingError", "HookFailed",
     "CloneCapacityError", "StreamError", "UnreadableFilesError", "FixupError", "BootFilesMissing",
     "ImageBuildError", "DefineError", "BootError", "CloneCancelled",

@@ -1,8 +1,15 @@
-"""Build a clone's disk image from a staging directory.
+"""Build a clone's disk image.
 
-``mke2fs -t ext4 -d STAGING`` populates a fresh ext4 file system straight from
-a directory (no loop mounts, no root-only tricks, no libguestfs appliance), then
-``qemu-img convert -O qcow2`` makes it a compact, snapshot-able qcow2.
+Two ways, chosen by the clone:
+
+* **mounted image** (``MountedImage``; root with loop devices): a sparse raw file is made
+  an ext4 file system and loop-mounted (``nosuid,nodev``); the tar stream is extracted
+  straight into it, then it is unmounted and becomes the read-only base of the clone's
+  qcow2 overlay. The hypervisor holds the host's data once (peak ~ the host's used bytes).
+* **staging directory** (``build_disk``; the fallback): ``mke2fs -t ext4 -d STAGING``
+  populates a fresh ext4 file system straight from a directory (no loop mounts, no
+  root-only tricks), then ``qemu-img convert -O qcow2`` makes it a compact qcow2. The
+  data exists up to three times at once (staging, raw, qcow2).
 
 Failures never leave partial images behind: outputs are written under a
 ``.partial`` name and renamed only when complete.
@@ -135,6 +142,18 @@ def _explain_failure(tool: str, rc: int, stderr: str, out_dir: Path) -> ImageErr
     return ImageError(f"{tool} failed with exit code {rc}: {stderr.strip()[-800:]}")
 
 
+def mke2fs_argv(mke2fs: str, image: Path, size: int, inodes: int, label: str,
+                source_dir: Path | None = None) -> list[str]:
+    # -b 4096: mke2fs would pick 1 KiB blocks for small images ("small" type),
+    # which our estimate does not model and which no real server uses.
+    return ([mke2fs, "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-N", str(inodes)]
+            + (["-d", str(source_dir)] if source_dir is not None else [])
+            # no reserved-for-root blocks: the clone is a scratch copy;
+            # lazy init would make the guest kernel zero inode tables in the
+            # background at boot, slow under TCG
+            + ["-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image), str(size // 1024) + "k"])
+
+
 def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_HEADROOM,
                label: str = "clone-root", size: int | None = None,
                tree: TreeSize | None = None) -> int:
@@ -162,16 +181,7 @@ def build_ext4(staging_dir: Path, image_path: Path, *, headroom: int = DEFAULT_H
     _unlink_quietly(partial, image_path)
     # created private before mke2fs writes production's files into it
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-    # -b 4096: mke2fs would pick 1 KiB blocks for small images ("small" type),
-    # which our estimate does not model and which no real server uses.
-    cmd = [mke2fs, "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-N", str(_inode_count(tree, size)),
-           "-d", str(staging_dir),
-           # no reserved-for-root blocks: the clone is a scratch copy
-           "-m", "0",
-           # lazy init would make the guest kernel zero inode tables in the
-           # background at boot, slow under TCG
-           "-E", "lazy_itable_init=0,lazy_journal_init=0",
-           str(partial), str(size // 1024) + "k"]
+    cmd = mke2fs_argv(mke2fs, partial, size, _inode_count(tree, size), label, staging_dir)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
     except BaseException:
@@ -282,6 +292,104 @@ def build_disk(staging: Path, out_qcow2: Path, emitter: Emitter | None = None, *
     return result
 
 
+# The tree holds production's setuid binaries and device nodes: on the hypervisor they are
+# data, never something to run or open (nosuid, nodev). noatime: reading does not write.
+MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
+
+
+def loop_mount_unavailable() -> str | None:
+    """Why a loop-mounted image cannot be used on this machine; None when it can."""
+    if os.geteuid() != 0:
+        return "not running as root (a mount needs CAP_SYS_ADMIN)"
+    if not Path("/dev/loop-control").exists():
+        return "no loop device support (/dev/loop-control is missing: modprobe loop)"
+    for tool, package in (("mount", "mount"), ("umount", "mount"), ("losetup", "mount"), ("mke2fs", "e2fsprogs")):
+        try:
+            _require(tool, package)
+        except ToolMissingError as exc:
+            return str(exc)
+    return None
+
+
+class MountedImage:
+    """A sparse raw ext4 image loop-mounted at a private directory, for the time the clone's
+    tree is written into it. ``discard`` (any failure) unmounts, detaches the loop device and
+    removes the image; ``unmount`` (success) keeps the image."""
+
+    def __init__(self, raw: Path, mountpoint: Path, size: int) -> None:
+        self.raw, self.mountpoint, self.size = Path(raw), Path(mountpoint), size
+        self.mounted = False
+
+    @classmethod
+    def create(cls, raw: Path, mountpoint: Path, *, size: int, files: int, label: str = "clone-root") -> "MountedImage":
+        """``raw`` must not exist; ``mountpoint`` is an empty directory of ours."""
+        if len(label) > 16:
+            raise ImageError(f"ext4 label {label!r} is longer than 16 characters")
+        size = max(-(-size // MiB) * MiB, MIN_IMAGE_SIZE)
+        mke2fs, mount = _require("mke2fs", "e2fsprogs"), _require("mount", "mount")
+        # private before production's files are written into it; sparse: only written blocks count
+        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        img = cls(raw, mountpoint, size)
+        try:
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+            inodes = max(size // 16384, int(files * 1.5) + 4096)
+            proc = subprocess.run(mke2fs_argv(mke2fs, img.raw, size, inodes, label), capture_output=True, text=True,
+                                  env={**os.environ, "LC_ALL": "C"})
+            if proc.returncode != 0:
+                raise _explain_failure("mke2fs", proc.returncode, proc.stderr + proc.stdout, img.raw.parent)
+            proc = subprocess.run([mount, "-t", "ext4", "-o", MOUNT_OPTIONS, str(img.raw), str(img.mountpoint)],
+                                  capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+            if proc.returncode != 0:
+                raise ImageError(f"mount -o {MOUNT_OPTIONS} {img.raw} {img.mountpoint} failed: "
+                                 f"{(proc.stderr + proc.stdout).strip()[-400:]}")
+            img.mounted = True
+            os.chmod(img.mountpoint, 0o700)   # the fresh file system's root is 0755 until tar sets production's
+        except BaseException:
+            img.discard()
+            raise
+        return img
+
+    def loop_devices(self) -> list[str]:
+        proc = subprocess.run([_require("losetup", "mount"), "-j", str(self.raw)], capture_output=True, text=True)
+        return [line.split(":", 1)[0] for line in proc.stdout.splitlines() if line.startswith("/dev/")]
+
+    def unmount(self) -> None:
+        """Unmount (flushing the file system); the image stays. Raises ImageError on failure."""
+        if not self.mounted:
+            return
+        proc = subprocess.run([_require("umount", "mount"), str(self.mountpoint)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ImageError(f"umount {self.mountpoint} failed: {(proc.stderr + proc.stdout).strip()[-400:]}")
+        self.mounted = False
+        for dev in self.loop_devices():   # mount -o loop sets autoclear; an old util-linux may not
+            subprocess.run([_require("losetup", "mount"), "-d", dev], capture_output=True)
+
+    def discard(self) -> list[str]:
+        """Unmount, detach, remove the image; never raises. Returns what could not be cleaned up."""
+        problems: list[str] = []
+        if self.mounted:
+            try:
+                self.unmount()
+            except (ImageError, OSError) as exc:
+                # busy (a process still inside): detach it from the tree now, the kernel finishes later
+                lazy = subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True, text=True)
+                if lazy.returncode == 0:
+                    self.mounted = False
+                else:
+                    problems.append(f"{exc}; umount -l: {lazy.stderr.strip()}")
+        if not self.mounted:
+            try:
+                for dev in self.loop_devices():
+                    subprocess.run(["losetup", "-d", dev], capture_output=True)
+            except (ImageError, OSError) as exc:
+                problems.append(f"losetup: {exc}")
+            _unlink_quietly(self.raw)
+        return problems
+
+
 def resolve_in_root(root: Path, rel: str) -> Path:
     """Resolve ``rel`` inside ``root`` as if ``root`` were ``/``: absolute
     symlinks (Debian's /vmlinuz -> boot/vmlinuz-..., /lib -> usr/lib) point
@@ -335,4 +443,5 @@ def find_boot_files(root: Path) -> BootFiles:
 
 __all__ = ["ImageError", "ToolMissingError", "DiskFullError", "TreeSize", "DiskImage", "BootFiles",
            "estimate_tree_size", "image_size_for", "build_ext4", "convert_qcow2", "build_disk",
-           "resolve_in_root", "find_boot_files", "DEFAULT_HEADROOM", "MIN_IMAGE_SIZE"]
+           "resolve_in_root", "find_boot_files", "MountedImage", "loop_mount_unavailable", "MOUNT_OPTIONS",
+           "mke2fs_argv", "DEFAULT_HEADROOM", "MIN_IMAGE_SIZE"]

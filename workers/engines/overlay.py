@@ -43,10 +43,13 @@ def _tool(name: str, package: str) -> str:
     return found
 
 
-def create_overlay(base: Path, overlay: Path) -> Path:
-    """A qcow2 overlay whose reads fall through to ``base`` and whose writes stay in it."""
+def create_overlay(base: Path, overlay: Path, backing_format: str = "qcow2") -> Path:
+    """A qcow2 overlay whose reads fall through to ``base`` (qcow2 or raw) and whose writes stay in it."""
+    if backing_format not in ("qcow2", "raw"):
+        raise ImageError(f"backing format must be qcow2 or raw, not {backing_format!r}")
     qemu_img = _tool("qemu-img", "qemu-utils")
-    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(overlay)],
+    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(base),
+                           str(overlay)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         overlay.unlink(missing_ok=True)
