@@ -58,7 +58,7 @@ from .hypervisor import (
     ReadinessTimeout, detect_accel, free_port, tail_file,
 )
 from .image import (MiB, DiskFullError, DiskImage, ImageError, MountedImage, TreeSize, build_disk, estimate_tree_size,
-                    find_boot_files, image_size_for, loop_mount_unavailable)
+                    find_boot_files, image_size_for, loop_mount_unavailable, release_mounts_under)
 from .overlay import ImageFile, create_overlay, edit_image
 from .remote import TRANSPORTS, PipeLines, RemoteProcess, pick_transport
 from .ssh import Session, scan_host_key
@@ -1531,6 +1531,13 @@ def destroy_clone(hypervisor_uri: str, target: CloneResult | str, *, storage_dir
         if not (clone_dir / CLONE_MARKER).is_file():
             raise CloneError(f"{clone_dir} has no {CLONE_MARKER} marker: not deleting a directory "
                              f"understudy did not create")
+        # a worker that died while the clone's image was mounted at staging left the mount and its loop device
+        try:
+            for what in release_mounts_under(clone_dir):
+                removed.append(what)
+                emitter.log(f"released {what} left by an interrupted clone", "info")
+        except ImageError as exc:
+            raise CloneError(f"cannot remove {clone_dir}: {exc}") from exc
         shutil.rmtree(clone_dir)
         removed.append(str(clone_dir))
         emitter.log(f"removed {clone_dir} (disk, kernel, staging)", "info")

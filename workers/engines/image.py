@@ -390,6 +390,41 @@ class MountedImage:
         return problems
 
 
+def _unescape_mount_path(field: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash in a path as octal escapes
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def release_mounts_under(directory: Path) -> list[str]:
+    """Unmount every file system mounted at or under ``directory`` (deepest first; lazily when busy) and detach
+    the loop devices of the images in it: what a worker that died while a clone's image was mounted left behind.
+    Returns what it released; raises ImageError when a mount stays."""
+    directory = Path(os.path.realpath(directory))
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = Path(_unescape_mount_path(line.split()[4]))
+        if point == directory or directory in point.parents:
+            mounts.append(point)
+    released = []
+    umount = _require("umount", "mount") if mounts else "umount"
+    for point in sorted(mounts, key=lambda p: len(p.parts), reverse=True):
+        proc = subprocess.run([umount, str(point)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            proc = subprocess.run([umount, "-l", str(point)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ImageError(f"umount {point} failed: {(proc.stderr + proc.stdout).strip()[-400:]}")
+        released.append(f"mount {point}")
+    if shutil.which("losetup"):
+        listing = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            name, _, backing = line.strip().partition(" ")
+            backing = Path(backing.strip().removesuffix(" (deleted)"))
+            if directory in backing.parents:
+                subprocess.run(["losetup", "-d", name], capture_output=True)
+                released.append(f"loop device {name}")
+    return released
+
+
 def resolve_in_root(root: Path, rel: str) -> Path:
     """Resolve ``rel`` inside ``root`` as if ``root`` were ``/``: absolute
     symlinks (Debian's /vmlinuz -> boot/vmlinuz-..., /lib -> usr/lib) point
