@@ -2,14 +2,13 @@
 the reaper (Celery beat in a second worker process) fails the step with "worker lost" within the
 lease time plus one reaper interval, and a retry on a fresh worker runs it to the end."""
 import time
-import uuid
 
 import pytest
 
 from rehearsals import transitions
 from rehearsals.models import StepRun, TimelineEntry
 from tests.support.runs import wait_until
-from tests.support.workers import require_full_stack, start_worker
+from tests.support.workers import LeaseRig, require_full_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fullstack]
 S = StepRun.Status
@@ -19,18 +18,8 @@ LEASE, REAPER = 3, 1
 def test_a_killed_worker_leaves_its_step_failed_and_retryable(make_production_run, prod_host_row, production_host,
                                                               users, tmp_path):
     require_full_stack()
-    from inventory.models import Hypervisor
-
-    tag = uuid.uuid4().hex[:8]
-    queue, control = f"workers-hv-{tag}", f"workers-control-{tag}"
-    env = {"UNDERSTUDY_LEASE_SECONDS": str(LEASE), "UNDERSTUDY_REAPER_SECONDS": str(REAPER),
-           "UNDERSTUDY_CONTROL_QUEUE": control}
-    hv = Hypervisor.objects.create(name=f"hv-{tag}", libvirt_uri="test:///default", queue=queue,
-                                   storage_dir=str(tmp_path / "hv"))
-    reaper = start_worker([control], f"control-{tag}", tmp_path, beat=True, env=env)
-    first = start_worker([queue], f"first-{tag}", tmp_path, env=env)
-    fresh = None
-    try:
+    with LeaseRig("workers-hv", tmp_path, lease=LEASE, reaper=REAPER) as rig:
+        tag, hv, first = rig.tag, rig.hypervisor, rig.first
         # The first attempt sleeps (it is killed there); the retry finds the mark and finishes.
         command = (f"if [ -e /tmp/second-{tag} ]; then echo second attempt; else touch /tmp/second-{tag}; "
                    f"echo first attempt; sleep 600; fi")
@@ -55,7 +44,7 @@ def test_a_killed_worker_leaves_its_step_failed_and_retryable(make_production_ru
         assert took <= LEASE + REAPER + 1.5, f"the step was declared lost {took:.1f}s after the kill"
         assert TimelineEntry.objects.filter(step_run=lost, action="step.worker_lost").exists()
 
-        fresh = start_worker([queue], f"fresh-{tag}", tmp_path, env=env)
+        rig.start_fresh()
         retried = transitions.retry(lost, users["alice"])
         assert retried.attempt == 2
         assert wait_until(lambda: StepRun.objects.get(pk=retried.pk).status in {S.SUCCEEDED, S.FAILED}, timeout=30)
@@ -64,7 +53,3 @@ def test_a_killed_worker_leaves_its_step_failed_and_retryable(make_production_ru
         assert retried.worker.startswith(f"fresh-{tag}@") and retried.lease_expires_at is None
         assert "second attempt" in "".join(e.payload.get("line", "") for e in retried.events.all())
         assert StepRun.objects.get(pk=lost.pk).status == S.FAILED  # the lost attempt stays as it was
-    finally:
-        for w in (first, fresh, reaper):
-            if w is not None:
-                w.stop()

@@ -3,7 +3,6 @@ the reaper fails the step ("worker lost"); its retry — a new preview, a new ap
 worker and resumes from the sync journal. Production ends consistent: each repaired file byte-identical
 to the clone, its original in the backup directory, no temporary file left, the database healthy."""
 import time
-import uuid
 
 import pytest
 
@@ -11,7 +10,7 @@ from rehearsals import transitions
 from rehearsals.models import StepRun, SyncJournalEntry
 from tests.support.runs import run_step_to_end, wait_until
 from tests.support.sync import leftover_temps
-from tests.support.workers import require_full_stack, start_worker
+from tests.support.workers import LeaseRig, require_full_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fullstack]
 S = StepRun.Status
@@ -24,18 +23,8 @@ def test_a_sync_back_killed_midway_is_retried_to_a_consistent_production(make_pr
                                                                          production_host, repaired_clone,
                                                                          register_clone, users, tmp_path):
     require_full_stack()
-    from inventory.models import Hypervisor
-
-    tag = uuid.uuid4().hex[:8]
-    queue, control = f"workers-sync-{tag}", f"workers-control-{tag}"
-    env = {"UNDERSTUDY_LEASE_SECONDS": str(LEASE), "UNDERSTUDY_REAPER_SECONDS": str(REAPER),
-           "UNDERSTUDY_CONTROL_QUEUE": control}
-    hv = Hypervisor.objects.create(name=f"hv-{tag}", libvirt_uri="test:///default", queue=queue,
-                                   storage_dir=str(tmp_path / "hv"))
-    reaper = start_worker([control], f"control-{tag}", tmp_path, beat=True, env=env)
-    first = start_worker([queue], f"first-{tag}", tmp_path, env=env)
-    fresh = None
-    try:
+    with LeaseRig("workers-sync", tmp_path, lease=LEASE, reaper=REAPER) as rig:
+        hv, first = rig.hypervisor, rig.first
         production_host.run("minidb-service disable")
         r = make_production_run(prod_host_row, [
             {"kind": "diff", "target": "clone", "params": {"paths": [DATA], "verify_command": "dbverify {path}"}},
@@ -64,7 +53,7 @@ def test_a_sync_back_killed_midway_is_retried_to_a_consistent_production(make_pr
         lost = StepRun.objects.get(pk=sync.pk)
         assert lost.error.startswith("worker lost"), lost.error
 
-        fresh = start_worker([queue], f"fresh-{tag}", tmp_path, env=env)
+        rig.start_fresh()
         retry = transitions.retry(lost, users["alice"])
         assert wait_until(lambda: StepRun.objects.get(pk=retry.pk).status == S.AWAITING_APPROVAL, timeout=60), \
             StepRun.objects.get(pk=retry.pk).error
@@ -80,7 +69,3 @@ def test_a_sync_back_killed_midway_is_retried_to_a_consistent_production(make_pr
             assert backup.read_bytes() == originals[p], f"the backup of {p} is not the original"
         assert leftover_temps(production_host, DATA) == []
         assert production_host.run(f"dbverify {DATA}", check=False).returncode == 0
-    finally:
-        for w in (first, fresh, reaper):
-            if w is not None:
-                w.stop()

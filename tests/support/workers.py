@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +99,37 @@ class use_broker:
 
     def __exit__(self, *exc) -> None:
         self._switch(self.before)
+
+
+class LeaseRig:
+    """For a test that kills a worker: a hypervisor on its own queue, its ``first`` worker, and a control worker
+    running beat's reaper, all with a short lease; ``start_fresh()`` starts the worker a retry runs on. Use it as
+    a context manager: every worker it started is stopped at the end."""
+
+    def __init__(self, prefix: str, log_dir: Path, *, lease: float, reaper: float):
+        from inventory.models import Hypervisor
+
+        self.tag = uuid.uuid4().hex[:8]
+        self.queue, control = f"{prefix}-{self.tag}", f"workers-control-{self.tag}"
+        self.log_dir = log_dir
+        self.env = {"UNDERSTUDY_LEASE_SECONDS": str(lease), "UNDERSTUDY_REAPER_SECONDS": str(reaper),
+                    "UNDERSTUDY_CONTROL_QUEUE": control}
+        self.hypervisor = Hypervisor.objects.create(name=f"hv-{self.tag}", libvirt_uri="test:///default",
+                                                    queue=self.queue, storage_dir=str(log_dir / "hv"))
+        self.workers = [start_worker([control], f"control-{self.tag}", log_dir, beat=True, env=self.env)]
+        self.first = self._start(f"first-{self.tag}")
+
+    def _start(self, name: str) -> WorkerProcess:
+        worker = start_worker([self.queue], name, self.log_dir, env=self.env)
+        self.workers.append(worker)
+        return worker
+
+    def start_fresh(self) -> WorkerProcess:
+        return self._start(f"fresh-{self.tag}")
+
+    def __enter__(self) -> LeaseRig:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for worker in self.workers:
+            worker.stop()
