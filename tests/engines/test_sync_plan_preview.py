@@ -65,3 +65,19 @@ def test_sync_plan_drift_guards() -> None:
         plan_sync([e for e in diff_manifests(clone, manifest({b"a.dbf": (C, ["XX"])})).entries
                    if e.category == "missing_on_production"], clone, at_clone, backup_dir="/b",
                   current_prod_manifest=at_clone)
+
+
+def test_a_file_an_earlier_attempt_already_replaced_is_not_drift() -> None:
+    """A sync-back killed after swapping a.dbf is retried: production now holds the clone's content there. The
+    retry's plan claims no drift for it and still expects the original (whose backup the rollback restores);
+    a file changed to anything else stays blocked."""
+    clone = manifest({b"a.dbf": (C, ["a0"]), b"b.dbf": (C, ["b0"])})
+    at_diff = manifest({b"a.dbf": (C, ["XX"]), b"b.dbf": (C, ["YY"])})
+    after_first_attempt = manifest({b"a.dbf": (C, ["a0"]), b"b.dbf": (C, ["ZZ"])})
+    diff = diff_manifests(clone, at_diff)
+    plan = plan_sync(diff.changed, clone, at_diff, backup_dir="/b", current_prod_manifest=after_first_attempt)
+    a, b = plan.files
+    assert (a.conflicts, a.blocked, a.expect_hash, a.chunks) == ([], False, "h-XX", [0])
+    assert (b.conflicts, b.blocked) == (["content_changed"], True)
+    first = plan_sync(diff.changed, clone, at_diff, backup_dir="/b", current_prod_manifest=at_diff)
+    assert a.to_dict() == first.files[0].to_dict(), "planned exactly as the first attempt was"

@@ -196,7 +196,7 @@ def plan_sync(items: Sequence[DiffEntry], clone_manifest: Manifest, prod_manifes
     by_file: dict[tuple[int, bytes], list[str]] = {}
     for d in drifts:
         by_file.setdefault((d.root, d.rel), []).append(d.reason)
-    ca, cb = clone_manifest.by_rel(), now.by_rel()
+    ca, cb, at_diff = clone_manifest.by_rel(), now.by_rel(), prod_manifest.by_rel()
     chunk = clone_manifest.chunk_size
     files: list[PlanFile] = []
     for it in items:
@@ -208,6 +208,12 @@ def plan_sync(items: Sequence[DiffEntry], clone_manifest: Manifest, prod_manifes
         if ea is None or ea.digest is None:
             raise PlanError(f"{it.display}: the clone manifest has no digest for it")
         conflicts = list(by_file.get((it.root, it.rel), []))
+        if (conflicts and current_prod_manifest is not None and eb is not None and eb.digest == ea.digest
+                and eb.size == ea.size and at_diff.get((it.root, it.rel)) is not None):
+            # Production already holds the clone's content: an earlier attempt of this sync-back replaced it
+            # (a worker killed mid-run). That is not drift; plan it as the diff saw it, so the original stays
+            # the expected file (its backup is the rollback's) and the agent skips it by content.
+            conflicts, eb = [], at_diff[(it.root, it.rel)]
         if eb is None or eb.digest is None:
             conflicts.append("deleted" if eb is None else "unreadable")
         whole = eb is None or ea.size != eb.size or ea.chunks is None or eb.chunks is None
